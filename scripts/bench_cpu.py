@@ -1,0 +1,405 @@
+"""CPU benchmark: trt-matte end to end against the bare model and a rembg-style peer.
+
+One run, one clip, one model, one thread count:
+
+1. ffmpeg makes a 1080p H.264 test clip (Lanczos, x264 crf 18) from ``--clip``,
+   looping the source until it has ``--frames`` frames;
+2. model-only: the matte graph's backend on pre-decoded 320x320 batches;
+3. trt-matte: ``matte_video`` on the test clip (decode, inference and encode overlapped);
+4. frame-by-frame: a rembg-style loop, one frame at a time with Pillow resizes and an
+   ONNX Runtime session on the raw model file, between two ffmpeg pipes;
+
+then prints frames, seconds, fps and peak RSS per stage, and the three targets
+(end-to-end >= 0.90 x model-only, >= 1.15 x frame-by-frame, peak RSS <= 1.5 GB).
+
+Each stage runs in its own Python process (this script re-invoked with a hidden
+``--stage``), so peak RSS is measured per stage. Session creation and one warm-up
+inference are left out of every timing, so the three stages compare steady-state
+throughput even on a short clip. The exit status is 0 whether targets pass or fail,
+non-zero only when the benchmark itself fails.
+
+Usage:
+    python scripts/bench_cpu.py [--model NAME|PATH] [--threads N] [--frames N]
+                                [--batch N] [--clip PATH [--no-upscale]] [--json PATH]
+
+    python scripts/bench_cpu.py                      # u2netp, 24 frames, ORT's default threads
+    python scripts/bench_cpu.py --threads 1 --json bench.json
+    python scripts/bench_cpu.py --clip my1080p.mp4 --no-upscale   # the clip as-is, every frame
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from trt_matte.build_engine.matte_graph import IMAGENET_MEAN, IMAGENET_STD, MODEL_SIZE, matte_graph_path
+from trt_matte.engine import Backend, open_backend
+from trt_matte.errors import MatteError
+from trt_matte.models import cache_dir, resolve_model
+from trt_matte.runtime.media import ffmpeg_exe, probe_video
+from trt_matte.runtime.video import DEFAULT_CRF, DOWNSCALE_FILTER, matte_video
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = REPO_ROOT.parent / "shared"
+DEFAULT_CLIP = SHARED / "media" / "carphone.mp4"
+DEFAULT_MODEL_FILE = SHARED / "models" / "u2netp.onnx"
+DEFAULT_FRAMES = 24
+TEST_WIDTH, TEST_HEIGHT = 1920, 1080
+TEST_CLIP_CRF = 18
+
+STAGES = ("model-only", "trt-matte", "frame-by-frame")
+MIN_E2E_VS_MODEL = 0.90
+MIN_E2E_VS_PEER = 1.15
+MAX_RSS_MB = 1.5 * 1024
+KIB_PER_MB = 1024  # ru_maxrss and /proc's VmHWM are in KiB on Linux; MB here means MiB
+
+# How often a stage samples its ffmpeg children's memory: often enough that a child's
+# peak (VmHWM, which only grows) is read shortly before it exits.
+SAMPLE_SECONDS = 0.05
+
+
+class BenchError(Exception):
+    """A failure of the benchmark itself (ffmpeg or a stage process failed)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a stage process needs; passed to it as JSON."""
+
+    model: str
+    graph: str
+    clip: str
+    clip_width: int
+    clip_height: int
+    clip_rate: str
+    batches: str
+    work_dir: str
+    threads: int | None
+    batch: int | None
+
+
+@dataclass(frozen=True)
+class StageResult:
+    frames: int
+    seconds: float
+    python_mb: float
+    children_mb: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+    @property
+    def rss_mb(self) -> float:
+        return self.python_mb + self.children_mb
+
+
+# ---- ffmpeg helpers -------------------------------------------------------------------
+
+def run_ffmpeg(args: list[str], purpose: str) -> bytes:
+    """Run ffmpeg to completion and return its stdout; a failure becomes a BenchError."""
+    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise BenchError(f"ffmpeg failed while {purpose}: {message[-1] if message else 'no message'}")
+    return done.stdout
+
+
+def make_test_clip(source: Path, target: Path, frames: int) -> None:
+    """Lanczos to 1080p and x264 crf 18; the source loops so a short clip still fills ``frames``."""
+    run_ffmpeg(["-stream_loop", "-1", "-i", str(source), "-map", "0:v:0", "-frames:v", str(frames),
+                "-vf", f"scale={TEST_WIDTH}:{TEST_HEIGHT}:flags=lanczos,format=yuv420p",
+                "-c:v", "libx264", "-crf", str(TEST_CLIP_CRF), "-an", "-y", str(target)],
+               f"making the 1080p test clip from {source.name}")
+
+
+def save_model_batches(clip: Path, target: Path) -> None:
+    """Decode the clip as trt-matte does (Lanczos to 320x320 RGB), for the model-only stage."""
+    raw = run_ffmpeg(["-i", str(clip), "-map", "0:v:0", "-fps_mode", "passthrough", "-vf", DOWNSCALE_FILTER,
+                      "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"], f"decoding {clip.name}")
+    np.save(target, np.frombuffer(raw, np.uint8).reshape(-1, MODEL_SIZE, MODEL_SIZE, 3))
+
+
+# ---- memory ---------------------------------------------------------------------------
+
+def _child_pids() -> list[int]:
+    # ffmpeg may be started from any thread, and each thread keeps its own children list.
+    pids = []
+    for children in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        try:
+            pids.extend(int(pid) for pid in children.read_text().split())
+        except OSError:  # the thread ended between the glob and the read
+            continue
+    return pids
+
+
+def _peak_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:  # the child exited between listing and reading
+        return None
+    return None  # a zombie: its memory is already gone
+
+
+class ChildPeaks:
+    """Tracks the peak RSS of each child process (the ffmpeg decoder and encoder).
+
+    The kernel reports children only as the largest single one (RUSAGE_CHILDREN), but
+    trt-matte runs its decoder and encoder at the same time, so each child's own peak
+    is sampled from /proc and the peaks are summed: an upper bound on what they held at once.
+    """
+
+    def __init__(self) -> None:
+        self._peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> ChildPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            for pid in _child_pids():
+                peak = _peak_kib(pid)
+                if peak is not None:
+                    self._peaks[pid] = max(peak, self._peaks.get(pid, 0))
+
+    def total_mb(self) -> float:
+        # The kernel's exact figure for the largest child covers a peak the sampler missed.
+        largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        return max(sum(self._peaks.values()), largest) / KIB_PER_MB
+
+
+# ---- stages (each runs in its own process) --------------------------------------------
+
+def _warm_backend(plan: Plan) -> tuple[Backend, int]:
+    """Open the matte graph's CPU backend and run it once: ORT sizes its buffers on the first run."""
+    backend = open_backend(Path(plan.graph), backend="onnxruntime", device="cpu", threads=plan.threads)
+    batch_size = plan.batch or backend.preferred_batch
+    backend.run(np.zeros((batch_size, MODEL_SIZE, MODEL_SIZE, 3), np.uint8))
+    return backend, batch_size
+
+
+def stage_model_only(plan: Plan) -> tuple[int, float]:
+    backend, batch_size = _warm_backend(plan)
+    frames = np.load(plan.batches)
+    batches = [frames[start:start + batch_size] for start in range(0, len(frames), batch_size)]
+    start = time.perf_counter()
+    for batch in batches:
+        backend.run(batch)
+    return len(frames), time.perf_counter() - start
+
+
+def stage_trt_matte(plan: Plan) -> tuple[int, float]:
+    backend, batch_size = _warm_backend(plan)
+    start = time.perf_counter()
+    result = matte_video(Path(plan.clip), Path(plan.work_dir) / "trt-matte.mp4", backend,
+                         batch_size=batch_size, progress=False)
+    return result.frames, time.perf_counter() - start
+
+
+def _peer_session(plan: Plan) -> tuple[ort.InferenceSession, str]:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if plan.threads:
+        options.intra_op_num_threads = plan.threads
+    session = ort.InferenceSession(plan.model, options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    session.run(None, {input_name: np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), np.float32)})  # warm-up
+    return session, input_name
+
+
+def peer_matte(session: ort.InferenceSession, input_name: str, frame: np.ndarray) -> np.ndarray:
+    """One frame the way rembg's U²-Net session does it: full-size RGB -> full-size mask."""
+    image = Image.fromarray(frame)
+    small = np.asarray(image.resize((MODEL_SIZE, MODEL_SIZE), Image.Resampling.LANCZOS))
+    unit = small / max(small.max(), 1e-6)
+    normalized = (unit - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    tensor = normalized.transpose(2, 0, 1)[np.newaxis].astype(np.float32)
+    prediction = session.run(None, {input_name: tensor})[0][0, 0]
+    low, high = prediction.min(), prediction.max()
+    # Like rembg, no guard against a constant map: the peer's numerics are rembg's own.
+    mask = ((prediction - low) / (high - low) * 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(mask).resize(image.size, Image.Resampling.LANCZOS))
+
+
+def _peer_pipes(plan: Plan) -> tuple[subprocess.Popen, subprocess.Popen]:
+    base = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error"]
+    decoder = subprocess.Popen(
+        [*base, "-i", plan.clip, "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+        stdout=subprocess.PIPE)
+    # Same x264 preset and crf as trt-matte's encoder, so only the pipeline differs.
+    encoder = subprocess.Popen(
+        [*base, "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{plan.clip_width}x{plan.clip_height}",
+         "-framerate", plan.clip_rate, "-i", "pipe:0", "-c:v", "libx264", "-preset", "veryfast",
+         "-crf", str(DEFAULT_CRF), "-pix_fmt", "yuv420p", "-y", str(Path(plan.work_dir) / "peer.mp4")],
+        stdin=subprocess.PIPE)
+    return decoder, encoder
+
+
+def stage_frame_by_frame(plan: Plan) -> tuple[int, float]:
+    session, input_name = _peer_session(plan)
+    frame_bytes = plan.clip_width * plan.clip_height * 3
+    start = time.perf_counter()
+    decoder, encoder = _peer_pipes(plan)
+    frames = 0
+    while len(chunk := decoder.stdout.read(frame_bytes)) == frame_bytes:
+        frame = np.frombuffer(chunk, np.uint8).reshape(plan.clip_height, plan.clip_width, 3)
+        encoder.stdin.write(peer_matte(session, input_name, frame).tobytes())
+        frames += 1
+    encoder.stdin.close()
+    if decoder.wait() != 0 or encoder.wait() != 0:
+        raise BenchError(f"the peer's ffmpeg failed (decoder {decoder.returncode}, encoder {encoder.returncode})")
+    return frames, time.perf_counter() - start
+
+
+STAGE_FUNCTIONS = {
+    "model-only": stage_model_only,
+    "trt-matte": stage_trt_matte,
+    "frame-by-frame": stage_frame_by_frame,
+}
+
+
+def run_stage(name: str, plan: Plan) -> None:
+    """Inside the stage process: run it and print one JSON line for the parent."""
+    with ChildPeaks() as children:
+        frames, seconds = STAGE_FUNCTIONS[name](plan)
+    python_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MB
+    print(json.dumps(asdict(StageResult(frames, seconds, python_mb, children.total_mb()))))
+
+
+def measure_stage(name: str, plan: Plan) -> StageResult:
+    """In the parent: run one stage in a fresh Python process and read its JSON line."""
+    done = subprocess.run([sys.executable, __file__, "--stage", name, "--plan", json.dumps(asdict(plan))],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()
+        raise BenchError(f"stage {name} failed: {tail[-1] if tail else f'exit status {done.returncode}'}")
+    return StageResult(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+# ---- the parent -----------------------------------------------------------------------
+
+def model_path(spec: str | None) -> Path:
+    if spec is None and DEFAULT_MODEL_FILE.is_file():
+        return DEFAULT_MODEL_FILE
+    return resolve_model(spec).path
+
+
+def prepare(args: argparse.Namespace, work_dir: Path) -> Plan:
+    """Build the matte graph, the test clip and the model-only batches, none of it timed."""
+    model = model_path(args.model)
+    graph = matte_graph_path(model, cache_dir())
+    clip = args.clip
+    if not args.no_upscale:
+        clip = work_dir / f"test-{TEST_HEIGHT}p.mp4"
+        make_test_clip(args.clip, clip, args.frames)
+    info = probe_video(clip)
+    batches = work_dir / "batches.npy"
+    save_model_batches(clip, batches)
+    return Plan(str(model), str(graph), str(clip), info.width, info.height, str(info.average_rate),
+                str(batches), str(work_dir), args.threads, args.batch)
+
+
+def checks(results: dict[str, StageResult]) -> list[dict]:
+    e2e = results["trt-matte"]
+    return [
+        {"name": "end-to-end / model-only", "value": e2e.fps / results["model-only"].fps,
+         "target": f">= {MIN_E2E_VS_MODEL:.2f}", "pass": e2e.fps / results["model-only"].fps >= MIN_E2E_VS_MODEL},
+        {"name": "end-to-end / frame-by-frame", "value": e2e.fps / results["frame-by-frame"].fps,
+         "target": f">= {MIN_E2E_VS_PEER:.2f}x",
+         "pass": e2e.fps / results["frame-by-frame"].fps >= MIN_E2E_VS_PEER},
+        {"name": "trt-matte peak RSS MB", "value": e2e.rss_mb, "target": f"<= {MAX_RSS_MB:.0f}",
+         "pass": e2e.rss_mb <= MAX_RSS_MB},
+    ]
+
+
+def print_report(plan: Plan, results: dict[str, StageResult], verdicts: list[dict]) -> None:
+    threads = plan.threads or "ORT default"
+    print(f"model {Path(plan.model).name}, clip {plan.clip_width}x{plan.clip_height}, threads {threads}, "
+          f"batch {plan.batch or 'backend default'}, {os.cpu_count()} CPUs, onnxruntime {ort.__version__}")
+    print(f"{'stage':<16}{'frames':>7}{'seconds':>9}{'fps':>8}{'peak RSS MB':>13}  (python + ffmpeg)")
+    for name, result in results.items():
+        print(f"{name:<16}{result.frames:>7}{result.seconds:>9.2f}{result.fps:>8.2f}{result.rss_mb:>13.0f}"
+              f"  ({result.python_mb:.0f} + {result.children_mb:.0f})")
+    print()
+    for verdict in verdicts:
+        print(f"{verdict['name']:<30}{verdict['value']:>8.2f}  target {verdict['target']:<9}"
+              f"{'PASS' if verdict['pass'] else 'FAIL'}")
+
+
+def write_json(path: Path, plan: Plan, results: dict[str, StageResult], verdicts: list[dict]) -> None:
+    stages = {name: {**asdict(result), "fps": result.fps, "rss_mb": result.rss_mb}
+              for name, result in results.items()}
+    config = {"model": plan.model, "clip_width": plan.clip_width, "clip_height": plan.clip_height,
+              "threads": plan.threads, "batch": plan.batch, "cpus": os.cpu_count(),
+              "onnxruntime": ort.__version__, "machine": platform.machine()}
+    path.write_text(json.dumps({"config": config, "stages": stages, "checks": verdicts}, indent=2) + "\n")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="registry name or .onnx path "
+                        f"(default: {DEFAULT_MODEL_FILE} if present, else the registry default)")
+    parser.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: ORT's)")
+    parser.add_argument("--frames", type=positive_int, default=DEFAULT_FRAMES,
+                        help=f"frames in the test clip (default {DEFAULT_FRAMES})")
+    parser.add_argument("--batch", type=positive_int, help="batch size (default: the backend's preferred)")
+    parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help=f"source clip (default {DEFAULT_CLIP})")
+    parser.add_argument("--no-upscale", action="store_true",
+                        help="use --clip as-is, every frame, instead of a 1080p test clip")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--plan", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.stage:
+        run_stage(args.stage, Plan(**json.loads(args.plan)))
+        return 0
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-cpu-") as work_dir:
+            plan = prepare(args, Path(work_dir))
+            results = {name: measure_stage(name, plan) for name in STAGES}
+    except (BenchError, MatteError) as exc:
+        print(f"bench_cpu: error: {exc}", file=sys.stderr)
+        return 1
+    verdicts = checks(results)
+    print_report(plan, results, verdicts)
+    if args.json:
+        write_json(args.json, plan, results, verdicts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Shared fixtures: the real U²-Net-p weights from ../shared (skipped when absent),
+the matte graph built from them, an ONNX Runtime CPU backend, and the ffmpeg binary.
+Every other asset a test needs it makes with ffmpeg."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = REPO_ROOT.parent / "shared"
+U2NETP = SHARED / "models" / "u2netp.onnx"
+CARPHONE = SHARED / "media" / "carphone.mp4"
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_exe() -> str:
+    from trt_matte.runtime.media import ffmpeg_exe as find_ffmpeg
+    return find_ffmpeg()
+
+
+@pytest.fixture(scope="session")
+def u2netp_path() -> Path:
+    if not U2NETP.is_file():
+        pytest.skip("needs ../shared/models/u2netp.onnx (the real U²-Net-p weights)")
+    return U2NETP
+
+
+@pytest.fixture(scope="session")
+def carphone_path() -> Path:
+    if not CARPHONE.is_file():
+        pytest.skip("needs ../shared/media/carphone.mp4")
+    return CARPHONE
+
+
+@pytest.fixture(scope="session")
+def cache_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("trt_matte_home")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(cache_home, monkeypatch):
+    """No test reads or writes the user's real caches."""
+    monkeypatch.setenv("TRT_MATTE_HOME", str(cache_home))
+    monkeypatch.setenv("U2NET_HOME", str(cache_home / "rembg-legacy"))
+
+
+@pytest.fixture(scope="session")
+def matte_graph(u2netp_path, cache_home) -> Path:
+    from trt_matte.build_engine.matte_graph import matte_graph_path
+    return matte_graph_path(u2netp_path, cache_home)
+
+
+@pytest.fixture(scope="session")
+def cpu_backend(matte_graph):
+    from trt_matte.engine import open_backend
+    return open_backend(matte_graph, backend="onnxruntime", device="cpu")
+
+
+def decode_rgb(ffmpeg: str, path: Path, frames: int | None = None) -> np.ndarray:
+    """All (or the first ``frames``) frames of a video as uint8 RGB [N,H,W,3]."""
+    limit = ["-frames:v", str(frames)] if frames else []
+    probe = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), *limit, "-fps_mode", "passthrough",
+                            "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True)
+    width, height = video_size(ffmpeg, path)
+    return np.frombuffer(probe.stdout, np.uint8).reshape(-1, height, width, 3)
+
+
+def decode_gray(ffmpeg: str, path: Path) -> np.ndarray:
+    width, height = video_size(ffmpeg, path)
+    out = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-fps_mode", "passthrough",
+                          "-f", "rawvideo", "-pix_fmt", "gray", "-"], capture_output=True, check=True)
+    return np.frombuffer(out.stdout, np.uint8).reshape(-1, height, width)
+
+
+def video_size(ffmpeg: str, path: Path) -> tuple[int, int]:
+    """Display width and height as ffmpeg decodes them (rotation applied)."""
+    out = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-frames:v", "1",
+                          "-f", "image2pipe", "-c:v", "pam", "-"], capture_output=True, check=True).stdout
+    header = dict(line.split(b" ", 1) for line in out.split(b"ENDHDR\n", 1)[0].splitlines()[1:])
+    return int(header[b"WIDTH"]), int(header[b"HEIGHT"])
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two masks thresholded at 128; two empty masks agree perfectly."""
+    fg_a, fg_b = a >= 128, b >= 128
+    union = np.logical_or(fg_a, fg_b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(fg_a, fg_b).sum() / union)
+
+
+def mean_abs_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())

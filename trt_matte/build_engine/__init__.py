@@ -1,0 +1,1 @@
+"""Model -> matte graph (here) -> FP16 graph -> serialized TensorRT engine (planned)."""

@@ -1,0 +1,173 @@
+"""The matte graph: rembg's U²-Net recipe as ONNX ops around the network.
+
+Every backend runs this one graph, so the numerics are defined once:
+
+    uint8 RGB [N,320,320,3]
+      -> divide by the image's own maximum (rembg: ``im / max(im.max(), 1e-6)``)
+      -> ImageNet mean/std -> NCHW -> U²-Net -> first output head [N,1,320,320]
+      -> per-image min-max (guarded against a constant map) -> x255, round, clip
+      -> uint8 masks [N,320,320]
+
+Min and max are reduced over each image separately: taking them over a whole batch
+is a known pitfall that makes a frame's mask depend on its neighbours.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..errors import MatteError
+from ..files import atomic_write_bytes
+
+MODEL_SIZE = 320
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_NAME = "rgb"
+OUTPUT_NAME = "mask"
+BATCH_DIM = "batch"
+# Bump when the recipe below changes, so cached graphs are rebuilt.
+RECIPE_VERSION = 1
+# rembg guards the max division with 1e-6 on a 0..1 scale; we divide raw 0..255 values.
+MAX_GUARD = 1e-6
+RANGE_GUARD = 1e-12
+
+
+def load_network(model_path: Path) -> onnx.ModelProto:
+    """Load a rembg U²-Net ONNX file and check it has the interface the recipe needs."""
+    try:
+        model = onnx.load(str(model_path))
+    except FileNotFoundError:
+        raise MatteError(f"model file not found: {model_path}") from None
+    except Exception as exc:  # onnx raises DecodeError, ValueError... on non-ONNX bytes
+        raise MatteError(f"{model_path} is not an ONNX model ({type(exc).__name__})") from None
+    graph = model.graph
+    initializer_names = {init.name for init in graph.initializer}
+    inputs = [inp for inp in graph.input if inp.name not in initializer_names]
+    if len(inputs) != 1 or len(graph.output) < 1:
+        raise MatteError(f"{model_path}: expected one image input and at least one output, "
+                         f"found {len(inputs)} inputs and {len(graph.output)} outputs")
+    dims = [d.dim_value or d.dim_param for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[1] != 3 or dims[2:] != [MODEL_SIZE, MODEL_SIZE]:
+        raise MatteError(f"{model_path}: input {inputs[0].name} has shape {dims}, "
+                         f"expected [N,3,{MODEL_SIZE},{MODEL_SIZE}] (a rembg U²-Net model)")
+    return model
+
+
+def _constant(name: str, values: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(values), name)
+
+
+def _reduce_per_image(op: str, source: str, target: str, opset: int) -> list[onnx.NodeProto]:
+    """Reduce over C,H,W of each image; opset 18 moved ``axes`` from attribute to input."""
+    if opset < 18:
+        return [helper.make_node(op, [source], [target], axes=[1, 2, 3], keepdims=1)]
+    return [helper.make_node(op, [source, "per_image_axes"], [target], keepdims=1)]
+
+
+def _preprocess(network_input: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    constants = [
+        _constant("pre_max_guard", np.array(MAX_GUARD * 255.0, dtype=np.float32)),
+        _constant("pre_mean", np.array(IMAGENET_MEAN, dtype=np.float32)),
+        _constant("pre_std", np.array(IMAGENET_STD, dtype=np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Cast", [INPUT_NAME], ["pre_float"], to=TensorProto.FLOAT),
+        *_reduce_per_image("ReduceMax", "pre_float", "pre_image_max", opset),
+        helper.make_node("Max", ["pre_image_max", "pre_max_guard"], ["pre_safe_max"]),
+        helper.make_node("Div", ["pre_float", "pre_safe_max"], ["pre_unit"]),
+        helper.make_node("Sub", ["pre_unit", "pre_mean"], ["pre_centered"]),
+        helper.make_node("Div", ["pre_centered", "pre_std"], ["pre_normalized"]),
+        helper.make_node("Transpose", ["pre_normalized"], [network_input], perm=[0, 3, 1, 2]),
+    ]
+    return nodes, constants
+
+
+def _postprocess(first_head: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    constants = [
+        _constant("post_range_guard", np.array(RANGE_GUARD, dtype=np.float32)),
+        _constant("post_scale", np.array(255.0, dtype=np.float32)),
+        _constant("post_low", np.array(0.0, dtype=np.float32)),
+        _constant("post_high", np.array(255.0, dtype=np.float32)),
+        # Reshape with 0 copies the batch dimension: drops the channel axis in any opset.
+        _constant("post_mask_shape", np.array([0, MODEL_SIZE, MODEL_SIZE], dtype=np.int64)),
+    ]
+    nodes = [
+        *_reduce_per_image("ReduceMin", first_head, "post_min", opset),
+        *_reduce_per_image("ReduceMax", first_head, "post_max", opset),
+        helper.make_node("Sub", [first_head, "post_min"], ["post_shifted"]),
+        helper.make_node("Sub", ["post_max", "post_min"], ["post_range"]),
+        helper.make_node("Max", ["post_range", "post_range_guard"], ["post_safe_range"]),
+        helper.make_node("Div", ["post_shifted", "post_safe_range"], ["post_unit"]),
+        helper.make_node("Mul", ["post_unit", "post_scale"], ["post_scaled"]),
+        helper.make_node("Round", ["post_scaled"], ["post_rounded"]),
+        helper.make_node("Clip", ["post_rounded", "post_low", "post_high"], ["post_clipped"]),
+        helper.make_node("Reshape", ["post_clipped", "post_mask_shape"], ["post_squeezed"]),
+        helper.make_node("Cast", ["post_squeezed"], [OUTPUT_NAME], to=TensorProto.UINT8),
+    ]
+    return nodes, constants
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
+
+
+def build_matte_graph(network: onnx.ModelProto) -> onnx.ModelProto:
+    """Wrap a U²-Net network in the recipe; the result has a dynamic batch dimension."""
+    opset = _default_opset(network)
+    if opset < 11:
+        raise MatteError(f"the model uses ONNX opset {opset}; opset 11 or newer is needed")
+    graph = onnx.GraphProto()
+    graph.CopyFrom(network.graph)
+    initializer_names = {init.name for init in graph.initializer}
+    network_input = next(inp.name for inp in graph.input if inp.name not in initializer_names)
+    first_head = graph.output[0].name
+
+    pre_nodes, pre_constants = _preprocess(network_input, opset)
+    post_nodes, post_constants = _postprocess(first_head, opset)
+    nodes = pre_nodes + list(graph.node) + post_nodes
+    constants = pre_constants + post_constants
+    if opset >= 18:
+        constants.append(_constant("per_image_axes", np.array([1, 2, 3], dtype=np.int64)))
+
+    # The exporter's shape annotations pin the batch to 1; drop them and let the
+    # runtime infer shapes from the dynamic input.
+    wrapped = helper.make_graph(
+        nodes,
+        f"trt_matte_{graph.name or 'u2net'}",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8,
+                                       [BATCH_DIM, MODEL_SIZE, MODEL_SIZE, 3])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.UINT8,
+                                       [BATCH_DIM, MODEL_SIZE, MODEL_SIZE])],
+        initializer=list(graph.initializer) + constants,
+    )
+    model = helper.make_model(wrapped, opset_imports=list(network.opset_import),
+                              producer_name="trt-matte")
+    model.ir_version = network.ir_version
+    model = onnx.utils.Extractor(model).extract_model([INPUT_NAME], [OUTPUT_NAME])
+    onnx.checker.check_model(model)
+    return model
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, streamed so large models do not sit in memory twice."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def matte_graph_path(model_path: Path, cache_dir: Path) -> Path:
+    """Return the cached matte graph for a model file, building it on first use."""
+    if not model_path.is_file():
+        raise MatteError(f"model file not found: {model_path}")
+    target = cache_dir / "graphs" / f"matte-v{RECIPE_VERSION}-{file_digest(model_path)[:16]}.onnx"
+    if target.is_file():
+        return target
+    model = build_matte_graph(load_network(model_path))
+    atomic_write_bytes(target, model.SerializeToString())
+    return target

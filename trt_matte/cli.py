@@ -1,0 +1,132 @@
+"""Command line: ``trt-matte video IN``, ``trt-matte IN.mp4`` and ``trt-matte images DIR``.
+
+Every failure the user can act on ends as one ``trt-matte: error: ...`` line and a
+non-zero exit; a traceback only appears with ``TRT_MATTE_DEBUG=1``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import argparse_addons
+
+from . import __version__
+from .build_engine.matte_graph import matte_graph_path
+from .engine import BACKEND_CHOICES, DEVICE_CHOICES, Backend, open_backend
+from .errors import MatteError
+from .models import DEFAULT_MODEL, MODELS, cache_dir, resolve_model
+
+COMMANDS = ("video", "images")
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and backend")
+    group.add_argument("--model", metavar="NAME|PATH",
+                       help=f"one of {', '.join(MODELS)} (default {DEFAULT_MODEL}), or a rembg U²-Net .onnx file")
+    group.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                       help="inference backend (default: auto)")
+    group.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                       help="auto picks CUDA when the backend can use it, else the CPU (default: auto)")
+    group.add_argument("--threads", type=argparse_addons.Integer(1, 1024), metavar="N",
+                       help="CPU inference threads (default: ONNX Runtime's choice)")
+    group.add_argument("--batch", type=argparse_addons.Integer(1, 1024), metavar="N",
+                       help="frames per inference call (default: 2 on the CPU, 16 on CUDA)")
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trt-matte",
+        description="Alpha mattes for videos and images with U²-Net. "
+                    "'trt-matte IN.mp4' is short for 'trt-matte video IN.mp4'.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    video = commands.add_parser("video", help="write the matte of a video (default: IN.matte.mp4 beside it)")
+    video.add_argument("input", type=Path, metavar="IN", help="the source video")
+    video.add_argument("-o", "--output", type=Path, metavar="OUT",
+                       help="output file, or a folder for <stem>.matte.mp4")
+    video.add_argument("--crf", type=argparse_addons.Integer(0, 51), default=12,
+                       help="x264 quality of the matte, lower is closer (default: 12)")
+    _add_engine_options(video)
+
+    images = commands.add_parser("images", help="write a mask PNG (or an RGBA cutout) for every image in a folder")
+    images.add_argument("input", type=Path, metavar="DIR", help="folder of jpg/png/webp/bmp/tiff images")
+    images.add_argument("-o", "--output", type=Path, metavar="OUTDIR", help="output folder (default: DIR.masks)")
+    images.add_argument("-r", "--recursive", action="store_true", help="include sub-folders, mirrored in OUTDIR")
+    images.add_argument("--cutout", action="store_true", help="write RGBA cutouts instead of masks")
+    images.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    _add_engine_options(images)
+    return parser
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    """``trt-matte IN.mp4`` means ``trt-matte video IN.mp4``."""
+    first_word = next((arg for arg in argv if not arg.startswith("-")), None)
+    if first_word is None or first_word in COMMANDS or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    return ["video", *argv]
+
+
+def _status(args: argparse.Namespace, message: str) -> None:
+    if not args.quiet:
+        print(f"trt-matte: {message}", file=sys.stderr, flush=True)
+
+
+def _open_backend(args: argparse.Namespace) -> Backend:
+    model = resolve_model(args.model, progress=not args.quiet)
+    graph = matte_graph_path(model.path, cache_dir())
+    backend = open_backend(graph, backend=args.backend, device=args.device, threads=args.threads)
+    _status(args, backend.describe(model.label))
+    return backend
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    from .runtime.media import probe_video
+    from .runtime.video import matte_video
+
+    probe_video(args.input)  # a bad input fails before any model work
+    backend = _open_backend(args)
+    started = time.monotonic()
+    result = matte_video(args.input, args.output, backend, batch_size=args.batch,
+                         progress=not args.quiet, crf=args.crf)
+    seconds = time.monotonic() - started
+    _status(args, f"wrote {result.output} ({result.frames} frames, {result.frames / seconds:.1f} frames/s)")
+    return 0
+
+
+def _run_images(args: argparse.Namespace) -> int:
+    from .runtime.images import process_images
+
+    backend = _open_backend(args)
+    report = process_images(args.input, args.output, backend, recursive=args.recursive,
+                            cutout=args.cutout, overwrite=args.overwrite, progress=not args.quiet)
+    _status(args, f"{report.processed} written, {report.skipped} already there, {len(report.failed)} failed")
+    return EXIT_FAILED if report.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(_with_default_command(sys.argv[1:] if argv is None else argv))
+    try:
+        return {"video": _run_video, "images": _run_images}[args.command](args)
+    except MatteError as exc:
+        print(f"trt-matte: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("trt-matte: interrupted; no output was left behind", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the promise is one line, never a traceback
+        if os.environ.get("TRT_MATTE_DEBUG"):
+            raise
+        print(f"trt-matte: error: unexpected {type(exc).__name__}: {exc} "
+              "(run with TRT_MATTE_DEBUG=1 for details)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

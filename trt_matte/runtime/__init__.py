@@ -1,0 +1,1 @@
+"""Streaming pipelines: readers, writers and the batch loop that overlaps them."""

@@ -1,0 +1,132 @@
+"""Where ffmpeg comes from, and what a video file holds (via PyAV, since the
+imageio-ffmpeg binary ships no ffprobe)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+
+import av
+
+from ..errors import MatteError
+
+# -fps_mode, which keeps variable-frame-rate sources frame-exact, appeared in ffmpeg 5.1.
+MIN_FFMPEG = (5, 1)
+# libavformat's demuxers for still pictures: image2 and the "<codec>_pipe" family.
+STILL_IMAGE_DEMUXER = "image2"
+
+
+def _ffmpeg_version(executable: str) -> tuple[int, int] | None:
+    try:
+        banner = subprocess.run([executable, "-version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.match(r"ffmpeg version n?(\d+)\.(\d+)", banner)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """$TRT_MATTE_FFMPEG, else a recent enough ffmpeg on PATH, else imageio-ffmpeg's binary."""
+    configured = os.environ.get("TRT_MATTE_FFMPEG")
+    if configured:
+        return configured
+    on_path = shutil.which("ffmpeg")
+    if on_path and (_ffmpeg_version(on_path) or (0, 0)) >= MIN_FFMPEG:
+        return on_path
+    import imageio_ffmpeg
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the matte must reproduce: display size, pixel shape and every frame's time."""
+
+    width: int
+    height: int
+    # Presentation timestamps of every frame, ascending, in ``time_base`` units.
+    frame_pts: tuple[int, ...]
+    frame_durations: tuple[int, ...]
+    time_base: Fraction
+    average_rate: Fraction
+    sample_aspect_ratio: Fraction | None
+
+    @property
+    def frame_count(self) -> int:
+        return len(self.frame_pts)
+
+
+def _open_container(path: Path) -> av.container.InputContainer:
+    if not path.exists():
+        raise MatteError(f"no such file: {path}")
+    if path.is_dir():
+        raise MatteError(f"{path} is a directory, not a video file")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise MatteError(f"{path} is not a readable video ({exc.strerror or exc})") from None
+
+
+def _display_geometry(container: av.container.InputContainer, stream: av.VideoStream,
+                      path: Path) -> tuple[int, int, Fraction | None]:
+    """Width, height and sample aspect ratio of the picture players show.
+
+    ffmpeg's decoder applies the display matrix (autorotate), so a source stored
+    landscape with a 90-degree matrix is decoded, and matted, in portrait.
+    """
+    try:
+        first_frame = next(container.decode(stream))
+    except (StopIteration, av.error.FFmpegError):
+        raise MatteError(f"{path}: the video stream has no decodable frame") from None
+    sar = stream.sample_aspect_ratio
+    sar = Fraction(sar.numerator, sar.denominator) if sar and sar.numerator else None
+    if first_frame.rotation % 180:
+        return first_frame.height, first_frame.width, (1 / sar if sar else None)
+    return first_frame.width, first_frame.height, sar
+
+
+def _packet_times(container: av.container.InputContainer, stream: av.VideoStream,
+                  path: Path) -> list[tuple[int, int]]:
+    """(pts, duration) of every video packet, sorted into presentation order."""
+    try:
+        times = [(packet.pts, packet.duration or 0) for packet in container.demux(stream)
+                 if packet.pts is not None]
+    except av.error.FFmpegError as exc:
+        raise MatteError(f"{path}: the video is damaged ({exc.strerror or exc})") from None
+    return sorted(times)
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """Read the first video stream's geometry and frame timestamps without decoding it all."""
+    with _open_container(path) as container:
+        if not container.streams.video:
+            raise MatteError(f"{path} has no video stream")
+        if container.format.name == STILL_IMAGE_DEMUXER or container.format.name.endswith("_pipe"):
+            raise MatteError(f"{path} is a still image ({container.format.name}), not a video; "
+                             "use 'trt-matte images' for pictures")
+        stream = container.streams.video[0]
+        width, height, sar = _display_geometry(container, stream, path)
+    # A fresh open for the packet walk: seeking back is not reliable on every format.
+    with _open_container(path) as container:
+        stream = container.streams.video[0]
+        times = _packet_times(container, stream, path)
+        time_base = Fraction(stream.time_base.numerator, stream.time_base.denominator)
+        average_rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    if not times:
+        raise MatteError(f"{path}: the video stream has no frames")
+    pts = tuple(frame_pts for frame_pts, _ in times)
+    durations = tuple(_frame_durations(pts, times[-1][1], time_base, Fraction(average_rate)))
+    return VideoInfo(width, height, pts, durations, time_base, Fraction(average_rate), sar)
+
+
+def _frame_durations(pts: tuple[int, ...], last_duration: int, time_base: Fraction,
+                     average_rate: Fraction) -> list[int]:
+    """Each frame lasts until the next one; the last keeps its own duration when known."""
+    gaps = [later - earlier for earlier, later in zip(pts, pts[1:])]
+    fallback = round(1 / (average_rate * time_base)) if average_rate else 1
+    return gaps + [last_duration or (gaps[-1] if gaps else fallback)]
