@@ -69,6 +69,7 @@ KIB_PER_MB = 1024  # ru_maxrss and /proc's VmHWM are in KiB on Linux; MB here me
 # How often a stage samples its ffmpeg children's memory: often enough that a child's
 # peak (VmHWM, which only grows) is read shortly before it exits.
 SAMPLE_SECONDS = 0.05
+PYTHON_EXE = os.readlink("/proc/self/exe")
 
 
 class BenchError(Exception):
@@ -148,7 +149,14 @@ def _child_pids() -> list[int]:
 
 
 def _peak_kib(pid: int) -> int | None:
+    """A child's peak RSS, once it runs ffmpeg.
+
+    Between fork and exec a child is still this Python (after vfork it even shares its
+    memory), so counting it then would count Python twice.
+    """
     try:
+        if os.readlink(f"/proc/{pid}/exe") == PYTHON_EXE:
+            return None
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
@@ -160,9 +168,10 @@ def _peak_kib(pid: int) -> int | None:
 class ChildPeaks:
     """Tracks the peak RSS of each child process (the ffmpeg decoder and encoder).
 
-    The kernel reports children only as the largest single one (RUSAGE_CHILDREN), but
-    trt-matte runs its decoder and encoder at the same time, so each child's own peak
-    is sampled from /proc and the peaks are summed: an upper bound on what they held at once.
+    RUSAGE_CHILDREN cannot give this: it keeps only the largest child, and a child's
+    figure includes the Python memory it was forked from. trt-matte runs its decoder
+    and encoder at the same time, so each child's own peak is sampled from /proc and
+    the peaks are summed: an upper bound on what they held at once.
     """
 
     def __init__(self) -> None:
@@ -186,9 +195,7 @@ class ChildPeaks:
                     self._peaks[pid] = max(peak, self._peaks.get(pid, 0))
 
     def total_mb(self) -> float:
-        # The kernel's exact figure for the largest child covers a peak the sampler missed.
-        largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        return max(sum(self._peaks.values()), largest) / KIB_PER_MB
+        return sum(self._peaks.values()) / KIB_PER_MB
 
 
 # ---- stages (each runs in its own process) --------------------------------------------
@@ -322,40 +329,61 @@ def prepare(args: argparse.Namespace, work_dir: Path) -> Plan:
                 str(batches), str(work_dir), args.threads, args.batch)
 
 
-def checks(results: dict[str, StageResult]) -> list[dict]:
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: float
+    limit: float
+    at_least: bool  # the value must be >= limit; otherwise <= limit
+    unit: str
+    digits: int
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.limit if self.at_least else self.value <= self.limit
+
+    def line(self) -> str:
+        value = f"{self.value:.{self.digits}f}{self.unit}"
+        target = f"{'>=' if self.at_least else '<='} {self.limit:.{self.digits}f}{self.unit}"
+        return f"{self.name:<30}{value:>9}  target {target:<11}{'PASS' if self.passed else 'FAIL'}"
+
+
+def checks(results: dict[str, StageResult]) -> list[Check]:
     e2e = results["trt-matte"]
     return [
-        {"name": "end-to-end / model-only", "value": e2e.fps / results["model-only"].fps,
-         "target": f">= {MIN_E2E_VS_MODEL:.2f}", "pass": e2e.fps / results["model-only"].fps >= MIN_E2E_VS_MODEL},
-        {"name": "end-to-end / frame-by-frame", "value": e2e.fps / results["frame-by-frame"].fps,
-         "target": f">= {MIN_E2E_VS_PEER:.2f}x",
-         "pass": e2e.fps / results["frame-by-frame"].fps >= MIN_E2E_VS_PEER},
-        {"name": "trt-matte peak RSS MB", "value": e2e.rss_mb, "target": f"<= {MAX_RSS_MB:.0f}",
-         "pass": e2e.rss_mb <= MAX_RSS_MB},
+        Check("end-to-end / model-only", e2e.fps / results["model-only"].fps, MIN_E2E_VS_MODEL, True, "", 2),
+        Check("end-to-end / frame-by-frame", e2e.fps / results["frame-by-frame"].fps, MIN_E2E_VS_PEER, True,
+              "x", 2),
+        Check("trt-matte peak RSS", e2e.rss_mb, MAX_RSS_MB, False, " MB", 0),
     ]
 
 
-def print_report(plan: Plan, results: dict[str, StageResult], verdicts: list[dict]) -> None:
-    threads = plan.threads or "ORT default"
-    print(f"model {Path(plan.model).name}, clip {plan.clip_width}x{plan.clip_height}, threads {threads}, "
-          f"batch {plan.batch or 'backend default'}, {os.cpu_count()} CPUs, onnxruntime {ort.__version__}")
+def describe(plan: Plan, load_before: float, load_after: float) -> dict:
+    """The run's conditions; the load averages show whether something else shared the CPUs."""
+    return {"model": plan.model, "clip": f"{plan.clip_width}x{plan.clip_height}", "threads": plan.threads,
+            "batch": plan.batch, "cpus": os.cpu_count(), "onnxruntime": ort.__version__,
+            "machine": platform.machine(), "load_before": load_before, "load_after": load_after}
+
+
+def print_report(config: dict, results: dict[str, StageResult], verdicts: list[Check]) -> None:
+    print(f"model {Path(config['model']).name}, clip {config['clip']}, "
+          f"threads {config['threads'] or 'ORT default'}, batch {config['batch'] or 'backend default'}, "
+          f"{config['cpus']} CPUs, onnxruntime {config['onnxruntime']}, "
+          f"1-min load {config['load_before']:.2f} before / {config['load_after']:.2f} after")
     print(f"{'stage':<16}{'frames':>7}{'seconds':>9}{'fps':>8}{'peak RSS MB':>13}  (python + ffmpeg)")
     for name, result in results.items():
         print(f"{name:<16}{result.frames:>7}{result.seconds:>9.2f}{result.fps:>8.2f}{result.rss_mb:>13.0f}"
               f"  ({result.python_mb:.0f} + {result.children_mb:.0f})")
     print()
     for verdict in verdicts:
-        print(f"{verdict['name']:<30}{verdict['value']:>8.2f}  target {verdict['target']:<9}"
-              f"{'PASS' if verdict['pass'] else 'FAIL'}")
+        print(verdict.line())
 
 
-def write_json(path: Path, plan: Plan, results: dict[str, StageResult], verdicts: list[dict]) -> None:
+def write_json(path: Path, config: dict, results: dict[str, StageResult], verdicts: list[Check]) -> None:
     stages = {name: {**asdict(result), "fps": result.fps, "rss_mb": result.rss_mb}
               for name, result in results.items()}
-    config = {"model": plan.model, "clip_width": plan.clip_width, "clip_height": plan.clip_height,
-              "threads": plan.threads, "batch": plan.batch, "cpus": os.cpu_count(),
-              "onnxruntime": ort.__version__, "machine": platform.machine()}
-    path.write_text(json.dumps({"config": config, "stages": stages, "checks": verdicts}, indent=2) + "\n")
+    checked = [{**asdict(verdict), "passed": verdict.passed} for verdict in verdicts]
+    path.write_text(json.dumps({"config": config, "stages": stages, "checks": checked}, indent=2) + "\n")
 
 
 def positive_int(text: str) -> int:
@@ -387,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage:
         run_stage(args.stage, Plan(**json.loads(args.plan)))
         return 0
+    load_before = os.getloadavg()[0]
     try:
         with tempfile.TemporaryDirectory(prefix="bench-cpu-") as work_dir:
             plan = prepare(args, Path(work_dir))
@@ -394,10 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchError, MatteError) as exc:
         print(f"bench_cpu: error: {exc}", file=sys.stderr)
         return 1
+    config = describe(plan, load_before, os.getloadavg()[0])
     verdicts = checks(results)
-    print_report(plan, results, verdicts)
+    print_report(config, results, verdicts)
     if args.json:
-        write_json(args.json, plan, results, verdicts)
+        write_json(args.json, config, results, verdicts)
     return 0
 
 

@@ -92,3 +92,55 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def mean_abs_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def write_tiny_u2net(path: Path) -> Path:
+    """A stand-in with U²-Net's interface (input.1 [1,3,320,320], seven [1,1,320,320]
+    outputs) whose mask is the picture's brightness: runs in milliseconds, so pipeline
+    tests need neither the real weights nor minutes of CPU, yet masks follow the image."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    heads = [f"d{index}" for index in range(7)]
+    nodes = [helper.make_node("ReduceMean", ["input.1"], ["brightness"], axes=[1], keepdims=1),
+             helper.make_node("Sigmoid", ["brightness"], ["d0"])]
+    nodes += [helper.make_node("Identity", ["d0"], [name]) for name in heads[1:]]
+    graph = helper.make_graph(
+        nodes, "tiny_u2net",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 1, 320, 320]) for name in heads])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_u2net(tmp_path_factory.mktemp("tiny") / "tiny_u2net.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_model, cache_home):
+    from trt_matte.build_engine.matte_graph import matte_graph_path
+    from trt_matte.engine import open_backend
+    return open_backend(matte_graph_path(tiny_model, cache_home), backend="onnxruntime", device="cpu")
+
+
+def make_clip(ffmpeg: str, target: Path, *, size: str = "160x120", frames: int = 24, codec: str = "libx264",
+              pix_fmt: str = "yuv420p", extra_input: list[str] | None = None, extra_output: list[str] | None = None) -> Path:
+    """A synthetic clip with moving content (ffmpeg's testsrc2), made fresh by each test."""
+    subprocess.run([ffmpeg, "-v", "error", "-y", *(extra_input or []), "-f", "lavfi",
+                    "-i", f"testsrc2=size={size}:rate=25", "-frames:v", str(frames), "-c:v", codec,
+                    "-pix_fmt", pix_fmt, *(extra_output or []),
+                    str(target)], check=True, capture_output=True)
+    return target
+
+
+def packet_times(path: Path) -> list[float]:
+    """Presentation times (seconds) of every video packet, sorted: what players schedule."""
+    import av
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sorted(float(packet.pts * stream.time_base) for packet in container.demux(stream)
+                      if packet.pts is not None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -110,8 +111,14 @@ def _run_images(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failed else 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_with_default_command(sys.argv[1:] if argv is None else argv))
+    # A killed job (SIGTERM from a scheduler or `kill`) cleans up like Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return {"video": _run_video, "images": _run_images}[args.command](args)
     except MatteError as exc:
