@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -97,7 +98,6 @@ def test_matte_follows_the_picture(ffmpeg_exe, tiny_backend, tmp_path):
 def test_rotated_source_gets_a_matte_in_display_orientation(ffmpeg_exe, tiny_backend, tmp_path):
     upright = make_clip(ffmpeg_exe, tmp_path / "upright.mp4", size="320x240", frames=4)
     rotated = tmp_path / "rotated.mp4"
-    import subprocess
     subprocess.run([ffmpeg_exe, "-v", "error", "-display_rotation", "90", "-i", str(upright), "-c", "copy",
                     str(rotated)], check=True)
     matte = decode_gray(ffmpeg_exe, matte_video(rotated, None, tiny_backend, progress=False).output)
@@ -149,3 +149,29 @@ def test_existing_output_is_replaced_only_on_success(ffmpeg_exe, tiny_backend, t
     assert target.read_bytes() == b"previous result"
     matte_video(source, target, tiny_backend, progress=False)
     assert len(decode_gray(ffmpeg_exe, target)) == 8
+
+
+def test_mpegts_start_offset_is_exact_in_mp4(ffmpeg_exe, tiny_backend, tmp_path):
+    # MPEG-TS starts at ~1.4 s in a 1/90000 time base; the default MP4 movie timescale
+    # (1/1000) would round that offset.
+    source = make_clip(ffmpeg_exe, tmp_path / "clip.ts", frames=8)
+    assert packet_times(source)[0] > 1.0
+    result = matte_video(source, tmp_path / "clip.matte.mp4", tiny_backend, progress=False)
+    assert packet_times(result.output) == packet_times(source)
+
+
+def test_raw_elementary_stream_without_timestamps(ffmpeg_exe, tiny_backend, tmp_path):
+    clip = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", frames=10)
+    raw = tmp_path / "clip.h264"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-i", str(clip), "-c", "copy", "-bsf:v", "h264_mp4toannexb",
+                    str(raw)], check=True)
+    result = matte_video(raw, None, tiny_backend, progress=False)
+    assert len(decode_gray(ffmpeg_exe, result.output)) == 10
+    assert np.diff(packet_times(result.output)) == pytest.approx([0.04] * 9, abs=1e-3)
+
+
+def test_unsupported_output_suffix(ffmpeg_exe, tiny_backend, tmp_path):
+    source = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", frames=2)
+    with pytest.raises(MatteError, match="written as"):
+        matte_video(source, tmp_path / "matte.avi", tiny_backend, progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]

@@ -2,6 +2,7 @@
 imageio-ffmpeg binary ships no ffprobe)."""
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -91,14 +92,27 @@ def _display_geometry(container: av.container.InputContainer, stream: av.VideoSt
 
 
 def _packet_times(container: av.container.InputContainer, stream: av.VideoStream,
-                  path: Path) -> list[tuple[int, int]]:
-    """(pts, duration) of every video packet, sorted into presentation order."""
+                  path: Path) -> list[tuple[int | None, int]]:
+    """(pts, duration) of every video packet, in file order."""
     try:
-        times = [(packet.pts, packet.duration or 0) for packet in container.demux(stream)
-                 if packet.pts is not None]
+        return [(packet.pts, packet.duration or 0) for packet in container.demux(stream) if packet.size]
     except av.error.FFmpegError as exc:
         raise MatteError(f"{path}: the video is damaged ({exc.strerror or exc})") from None
-    return sorted(times)
+
+
+def _presentation_times(packets: list[tuple[int | None, int]], time_base: Fraction,
+                        rate: Fraction) -> list[tuple[int, int]]:
+    """Packets' (pts, duration) in presentation order.
+
+    Elementary streams (a raw .h264 file) carry no timestamps; their frames are
+    timed by the packet durations, or failing those by the nominal rate, as ffmpeg does.
+    """
+    if all(pts is not None for pts, _ in packets):
+        return sorted(packets)
+    step = round(1 / (rate * time_base)) or 1
+    durations = [duration or step for _, duration in packets]
+    starts = itertools.accumulate([0] + durations[:-1])
+    return list(zip(starts, durations))
 
 
 def probe_video(path: Path) -> VideoInfo:
@@ -114,14 +128,14 @@ def probe_video(path: Path) -> VideoInfo:
     # A fresh open for the packet walk: seeking back is not reliable on every format.
     with _open_container(path) as container:
         stream = container.streams.video[0]
-        times = _packet_times(container, stream, path)
         time_base = Fraction(stream.time_base.numerator, stream.time_base.denominator)
-        average_rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        average_rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
+        times = _presentation_times(_packet_times(container, stream, path), time_base, average_rate)
     if not times:
         raise MatteError(f"{path}: the video stream has no frames")
     pts = tuple(frame_pts for frame_pts, _ in times)
-    durations = tuple(_frame_durations(pts, times[-1][1], time_base, Fraction(average_rate)))
-    return VideoInfo(width, height, pts, durations, time_base, Fraction(average_rate), sar)
+    durations = tuple(_frame_durations(pts, times[-1][1], time_base, average_rate))
+    return VideoInfo(width, height, pts, durations, time_base, average_rate, sar)
 
 
 def _frame_durations(pts: tuple[int, ...], last_duration: int, time_base: Fraction,

@@ -35,6 +35,8 @@ MASK_SIZE = f"{MODEL_SIZE}x{MODEL_SIZE}"
 # makes the mask sensitive to that choice (bilinear costs ~0.04 IoU against rembg).
 DOWNSCALE_FILTER = f"format=rgb24,scale={MODEL_SIZE}:{MODEL_SIZE}:flags=lanczos"
 DEFAULT_CRF = 12
+QUICKTIME_SUFFIXES = (".mp4", ".m4v", ".mov")
+OUTPUT_SUFFIXES = (*QUICKTIME_SUFFIXES, ".mkv")
 
 
 class FrameReader:
@@ -101,7 +103,11 @@ class MatteEncoder:
 
 def retime(encoded: Path, target: Path, info: VideoInfo) -> None:
     """Copy the encoded packets into ``target``, each stamped with its source frame's time."""
-    with av.open(str(encoded)) as source, av.open(str(target), "w") as output:
+    # MP4/MOV store a start offset in the movie timescale (1/1000 s by default); the
+    # stream's own timescale keeps it exact (a .ts source starting at 1.4667 s, say).
+    options = {"movie_timescale": str(info.time_base.denominator)} \
+        if target.suffix.lower() in QUICKTIME_SUFFIXES else {}
+    with av.open(str(encoded)) as source, av.open(str(target), "w", options=options) as output:
         in_stream = source.streams.video[0]
         out_stream = output.add_stream_from_template(in_stream)
         out_stream.time_base = info.time_base
@@ -178,6 +184,8 @@ def _output_path(source: Path, output: Path | None) -> Path:
 
 
 def _check_output(source: Path, output: Path) -> None:
+    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise MatteError(f"cannot write {output.name}: the matte is written as {', '.join(OUTPUT_SUFFIXES)}")
     if output.resolve() == source.resolve():
         raise MatteError(f"the output would overwrite the input: {output}")
     parent = output.parent
