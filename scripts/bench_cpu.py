@@ -64,6 +64,8 @@ STAGES = ("model-only", "trt-matte", "frame-by-frame")
 MIN_E2E_VS_MODEL = 0.90
 MIN_E2E_VS_PEER = 1.15
 MAX_RSS_MB = 1.5 * 1024
+# Above this share of the CPUs busy with other work, fps comparisons mean little.
+MAX_OTHERS_CPU = 0.10
 KIB_PER_MB = 1024  # ru_maxrss and /proc's VmHWM are in KiB on Linux; MB here means MiB
 
 # How often a stage samples its ffmpeg children's memory: often enough that a child's
@@ -98,6 +100,9 @@ class StageResult:
     seconds: float
     python_mb: float
     children_mb: float
+    # Share of all CPUs that other processes kept busy during the stage: the machine
+    # may be shared, and fps measured beside another job is not the pipeline's own.
+    others_cpu: float
 
     @property
     def fps(self) -> float:
@@ -135,7 +140,37 @@ def save_model_batches(clip: Path, target: Path) -> None:
     np.save(target, np.frombuffer(raw, np.uint8).reshape(-1, MODEL_SIZE, MODEL_SIZE, 3))
 
 
-# ---- memory ---------------------------------------------------------------------------
+# ---- CPU time and memory ----------------------------------------------------------
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all CPUs, steal included), from /proc/stat."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(field) for field in Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and every child it has waited for (and theirs)."""
+    usages = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(usage.ru_utime + usage.ru_stime for usage in usages)
+
+
+@dataclass(frozen=True)
+class CpuClock:
+    wall: float
+    machine_busy: float
+    own: float
+
+    @classmethod
+    def now(cls) -> CpuClock:
+        return cls(time.perf_counter(), machine_busy_seconds(), own_cpu_seconds())
+
+    def others_share(self) -> float:
+        """Share of all CPUs that processes outside this benchmark kept busy since this reading."""
+        later = CpuClock.now()
+        others = (later.machine_busy - self.machine_busy) - (later.own - self.own)
+        return max(0.0, others / ((later.wall - self.wall) * (os.cpu_count() or 1)))
+
 
 def _child_pids() -> list[int]:
     # ffmpeg may be started from any thread, and each thread keeps its own children list.
@@ -293,17 +328,19 @@ def run_stage(name: str, plan: Plan) -> None:
     with ChildPeaks() as children:
         frames, seconds = STAGE_FUNCTIONS[name](plan)
     python_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MB
-    print(json.dumps(asdict(StageResult(frames, seconds, python_mb, children.total_mb()))))
+    print(json.dumps({"frames": frames, "seconds": seconds, "python_mb": python_mb,
+                      "children_mb": children.total_mb()}))
 
 
 def measure_stage(name: str, plan: Plan) -> StageResult:
     """In the parent: run one stage in a fresh Python process and read its JSON line."""
+    clock = CpuClock.now()
     done = subprocess.run([sys.executable, __file__, "--stage", name, "--plan", json.dumps(asdict(plan))],
                           capture_output=True, text=True)
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()
         raise BenchError(f"stage {name} failed: {tail[-1] if tail else f'exit status {done.returncode}'}")
-    return StageResult(**json.loads(done.stdout.strip().splitlines()[-1]))
+    return StageResult(**json.loads(done.stdout.strip().splitlines()[-1]), others_cpu=clock.others_share())
 
 
 # ---- the parent -----------------------------------------------------------------------
@@ -351,29 +388,32 @@ class Check:
 def checks(results: dict[str, StageResult]) -> list[Check]:
     e2e = results["trt-matte"]
     return [
-        Check("end-to-end / model-only", e2e.fps / results["model-only"].fps, MIN_E2E_VS_MODEL, True, "", 2),
+        Check("end-to-end / model-only", e2e.fps / results["model-only"].fps, MIN_E2E_VS_MODEL, True, "", 3),
         Check("end-to-end / frame-by-frame", e2e.fps / results["frame-by-frame"].fps, MIN_E2E_VS_PEER, True,
-              "x", 2),
+              "x", 3),
         Check("trt-matte peak RSS", e2e.rss_mb, MAX_RSS_MB, False, " MB", 0),
     ]
 
 
-def describe(plan: Plan, load_before: float, load_after: float) -> dict:
-    """The run's conditions; the load averages show whether something else shared the CPUs."""
+def describe(plan: Plan) -> dict:
     return {"model": plan.model, "clip": f"{plan.clip_width}x{plan.clip_height}", "threads": plan.threads,
             "batch": plan.batch, "cpus": os.cpu_count(), "onnxruntime": ort.__version__,
-            "machine": platform.machine(), "load_before": load_before, "load_after": load_after}
+            "machine": platform.machine()}
 
 
 def print_report(config: dict, results: dict[str, StageResult], verdicts: list[Check]) -> None:
     print(f"model {Path(config['model']).name}, clip {config['clip']}, "
           f"threads {config['threads'] or 'ORT default'}, batch {config['batch'] or 'backend default'}, "
-          f"{config['cpus']} CPUs, onnxruntime {config['onnxruntime']}, "
-          f"1-min load {config['load_before']:.2f} before / {config['load_after']:.2f} after")
-    print(f"{'stage':<16}{'frames':>7}{'seconds':>9}{'fps':>8}{'peak RSS MB':>13}  (python + ffmpeg)")
+          f"{config['cpus']} CPUs, onnxruntime {config['onnxruntime']}")
+    print(f"{'stage':<16}{'frames':>7}{'seconds':>9}{'fps':>8}{'peak RSS MB':>13}{'other CPU':>11}"
+          "  (RSS: python + ffmpeg)")
     for name, result in results.items():
         print(f"{name:<16}{result.frames:>7}{result.seconds:>9.2f}{result.fps:>8.2f}{result.rss_mb:>13.0f}"
-              f"  ({result.python_mb:.0f} + {result.children_mb:.0f})")
+              f"{result.others_cpu:>10.0%}  ({result.python_mb:.0f} + {result.children_mb:.0f})")
+    busiest = max(result.others_cpu for result in results.values())
+    if busiest > MAX_OTHERS_CPU:
+        print(f"warning: other processes kept up to {busiest:.0%} of the CPUs busy during a stage; "
+              "the fps figures and ratios are not reliable, rerun on a quiet machine")
     print()
     for verdict in verdicts:
         print(verdict.line())
@@ -415,7 +455,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage:
         run_stage(args.stage, Plan(**json.loads(args.plan)))
         return 0
-    load_before = os.getloadavg()[0]
     try:
         with tempfile.TemporaryDirectory(prefix="bench-cpu-") as work_dir:
             plan = prepare(args, Path(work_dir))
@@ -423,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchError, MatteError) as exc:
         print(f"bench_cpu: error: {exc}", file=sys.stderr)
         return 1
-    config = describe(plan, load_before, os.getloadavg()[0])
+    config = describe(plan)
     verdicts = checks(results)
     print_report(config, results, verdicts)
     if args.json:

@@ -6,11 +6,14 @@ non-zero exit; a traceback only appears with ``TRT_MATTE_DEBUG=1``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import argparse_addons
 
@@ -22,7 +25,8 @@ from .models import DEFAULT_MODEL, MODELS, cache_dir, resolve_model
 
 COMMANDS = ("video", "images")
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -111,22 +115,37 @@ def _run_images(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failed else 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or `kill`): cleaned up exactly like Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may install signal handlers
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_with_default_command(sys.argv[1:] if argv is None else argv))
-    # A killed job (SIGTERM from a scheduler or `kill`) cleans up like Ctrl-C.
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return {"video": _run_video, "images": _run_images}[args.command](args)
+        with _terminate_like_ctrl_c():
+            return {"video": _run_video, "images": _run_images}[args.command](args)
     except MatteError as exc:
         print(f"trt-matte: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("trt-matte: interrupted; no output was left behind", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:  # the promise is one line, never a traceback
         if os.environ.get("TRT_MATTE_DEBUG"):
             raise

@@ -3,44 +3,70 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator
 
 from .errors import MatteError
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _temporary_name(final_path: Path, tag: str) -> Path:
+    # Hidden, unique, in the destination folder (the final rename never crosses
+    # devices) and ending in the real suffix (ffmpeg picks the muxer from it).
+    return final_path.with_name(f".{final_path.stem}.{secrets.token_hex(4)}.{tag}{final_path.suffix}")
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders mkdir(parents=True) would create for ``folder``, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 @contextlib.contextmanager
 def atomic_output(final_path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final_path``; rename it into place on success.
 
-    The temporary name keeps the real suffix (ffmpeg picks the muxer from it) and
-    sits in the destination directory, so the final rename never crosses devices.
-    On any exception, Ctrl-C included, the temporary file is removed.
+    On any exception, Ctrl-C included, the temporary file and any folders made for
+    it are removed, so a failed run leaves nothing behind. The name is chosen before
+    anything is created, so an interrupt at any point is covered by the cleanup.
     """
     final_path = Path(final_path)
+    created_folders = _missing_folders(final_path.parent)
+    temp_path = _temporary_name(final_path, "partial")
     try:
-        final_path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{final_path.stem}.",
-                                             suffix=f".partial{final_path.suffix}", dir=final_path.parent)
-    except OSError as exc:
-        raise MatteError(f"cannot write {final_path}: {exc.strerror or exc}") from None
-    os.close(handle)
-    temp_path = Path(temp_name)
-    # mkstemp creates 0600; published files get the permissions the user's umask gives.
-    temp_path.chmod(0o666 & ~_current_umask())
-    try:
+        try:
+            final_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temp_path, "xb"):  # claims the name, with the user's umask
+                pass
+        except OSError as exc:
+            raise MatteError(f"cannot write {final_path}: {exc.strerror or exc}") from None
         yield temp_path
         os.replace(temp_path, final_path)
     except BaseException:
         temp_path.unlink(missing_ok=True)
+        _remove_if_empty(created_folders)
         raise
+
+
+@contextlib.contextmanager
+def scratch_path(beside: Path, suffix: str) -> Iterator[Path]:
+    """A hidden path beside ``beside`` for an intermediate file, removed in every case."""
+    path = _temporary_name(Path(beside).with_suffix(suffix), "scratch")
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(final_path: Path, data: bytes) -> None:

@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import MatteError
 from ..files import atomic_write_bytes
+from .fp16 import convert_network_to_fp16
 
 MODEL_SIZE = 320
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,6 +30,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_NAME = "rgb"
 OUTPUT_NAME = "mask"
 BATCH_DIM = "batch"
+PRECISIONS = ("fp32", "fp16")
 # Bump when the recipe below changes, so cached graphs are rebuilt.
 RECIPE_VERSION = 1
 # rembg guards the max division with 1e-6 on a 0..1 scale; we divide raw 0..255 values.
@@ -161,13 +163,18 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def matte_graph_path(model_path: Path, cache_dir: Path) -> Path:
-    """Return the cached matte graph for a model file, building it on first use."""
+def matte_graph_path(model_path: Path, cache_dir: Path, precision: str = "fp32") -> Path:
+    """Return the cached matte graph for a model file and precision, building it on first use."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}")
     if not model_path.is_file():
         raise MatteError(f"model file not found: {model_path}")
-    target = cache_dir / "graphs" / f"matte-v{RECIPE_VERSION}-{file_digest(model_path)[:16]}.onnx"
+    digest = file_digest(model_path)[:16]
+    target = cache_dir / "graphs" / f"matte-v{RECIPE_VERSION}-{precision}-{digest}.onnx"
     if target.is_file():
         return target
-    model = build_matte_graph(load_network(model_path))
-    atomic_write_bytes(target, model.SerializeToString())
+    network = load_network(model_path)
+    if precision == "fp16":
+        network = convert_network_to_fp16(network)
+    atomic_write_bytes(target, build_matte_graph(network).SerializeToString())
     return target

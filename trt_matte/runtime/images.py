@@ -83,8 +83,10 @@ def process_images(input_dir: Path, output_dir: Path | None, backend: Backend, *
     Raises MatteError when the input folder is missing or holds no images, or when the
     output folder cannot be created or written.
     """
-    if not input_dir.is_dir():
+    if not input_dir.exists():
         raise MatteError(f"input directory not found: {input_dir}")
+    if not input_dir.is_dir():
+        raise MatteError(f"{input_dir} is a file; 'trt-matte images' takes a folder of pictures")
     output_dir = default_output_dir(input_dir) if output_dir is None else output_dir
     if output_dir.resolve() == input_dir.resolve():
         raise MatteError(f"the output directory must differ from the input directory ({input_dir})")

@@ -44,6 +44,12 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def local_path(path: Path) -> str:
+    """A path libav reads as a file: an absolute one, since a relative name such as
+    ``pipe:1 take.mp4`` or ``cache:x`` would otherwise be taken for a protocol."""
+    return os.path.abspath(path)
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What the matte must reproduce: display size, pixel shape and every frame's time."""
@@ -68,7 +74,7 @@ def _open_container(path: Path) -> av.container.InputContainer:
     if path.is_dir():
         raise MatteError(f"{path} is a directory, not a video file")
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        return av.open(local_path(path), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
         raise MatteError(f"{path} is not a readable video ({exc.strerror or exc})") from None
 

@@ -11,7 +11,6 @@ start offsets survive, and the frame count is checked at every step.
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,9 +23,9 @@ from tqdm import tqdm
 from ..build_engine.matte_graph import MODEL_SIZE
 from ..engine import Backend
 from ..errors import MatteError
-from ..files import atomic_output
+from ..files import atomic_output, scratch_path
 from .ffmpeg_process import FfmpegProcess
-from .media import VideoInfo, probe_video
+from .media import VideoInfo, local_path, probe_video
 from .stages import run_overlapped
 
 RGB_FRAME_BYTES = MODEL_SIZE * MODEL_SIZE * 3
@@ -44,7 +43,7 @@ class FrameReader:
 
     def __init__(self, source: Path):
         self._ffmpeg = FfmpegProcess(
-            ["-i", str(source), "-map", "0:v:0", "-fps_mode", "passthrough",
+            ["-i", local_path(source), "-map", "0:v:0", "-fps_mode", "passthrough",
              "-vf", DOWNSCALE_FILTER, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
             f"decoding {source.name}", pipe_stdout=True)
         self.frames_read = 0
@@ -83,7 +82,7 @@ class MatteEncoder:
             ["-f", "rawvideo", "-pix_fmt", "gray", "-s", MASK_SIZE,
              "-framerate", str(info.average_rate), "-i", "pipe:0",
              "-vf", _encoder_filter(info), "-c:v", "libx264", "-preset", "veryfast",
-             "-crf", str(crf), "-bf", "0", "-color_range", "pc", "-y", str(target)],
+             "-crf", str(crf), "-bf", "0", "-color_range", "pc", "-y", local_path(target)],
             "encoding the matte", pipe_stdin=True)
         self.frames_written = 0
 
@@ -107,7 +106,8 @@ def retime(encoded: Path, target: Path, info: VideoInfo) -> None:
     # stream's own timescale keeps it exact (a .ts source starting at 1.4667 s, say).
     options = {"movie_timescale": str(info.time_base.denominator)} \
         if target.suffix.lower() in QUICKTIME_SUFFIXES else {}
-    with av.open(str(encoded)) as source, av.open(str(target), "w", options=options) as output:
+    with av.open(local_path(encoded)) as source, \
+            av.open(local_path(target), "w", options=options) as output:
         in_stream = source.streams.video[0]
         out_stream = output.add_stream_from_template(in_stream)
         out_stream.time_base = info.time_base
@@ -145,9 +145,7 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
     output = _output_path(source, output)
     info = probe_video(source)
     _check_output(source, output)
-    with atomic_output(output) as partial, tempfile.TemporaryDirectory(
-            prefix=".trt-matte-", dir=output.parent) as work_dir:
-        encoded = Path(work_dir) / "matte-cfr.mkv"
+    with atomic_output(output) as partial, scratch_path(output, ".mkv") as encoded:
         _encode(source, encoded, info, backend, batch_size or backend.preferred_batch, progress, crf)
         retime(encoded, partial, info)
     return VideoResult(output, info.frame_count, info)

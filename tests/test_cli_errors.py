@@ -1,0 +1,610 @@
+"""The command line's promise on bad input, run as the user runs it (a subprocess):
+
+* one ``trt-matte: error: ...`` line on stderr, a non-zero exit, never a traceback;
+* nothing left behind: no file at the output name, no ``.*.partial.*`` file, no
+  ``.trt-matte-*`` work folder, inputs untouched;
+* paths with spaces, quotes and shell characters just work;
+* Ctrl-C (and SIGTERM) stop the run with exit 130, one line, and a clean folder.
+
+Every broken input is made here with ffmpeg or Python. The model is the tiny stand-in
+from conftest (``--model PATH``), so no real weights are needed except that the Ctrl-C
+test uses U²-Net-p when ../shared has it, to keep the run busy long enough to interrupt.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from conftest import U2NETP, make_clip, packet_times
+
+CLI = [sys.executable, "-m", "trt_matte"]
+ERROR_PREFIX = "trt-matte: error:"
+INTERRUPTED = "trt-matte: interrupted; no output was left behind"
+CLIP_FRAMES = 48
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    # os.environ carries TRT_MATTE_HOME / U2NET_HOME from the autouse isolated_cache fixture.
+    return subprocess.run([*CLI, *args], cwd=cwd, env=dict(os.environ), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file and folder under ``folder`` (hidden ones included) with a content hash."""
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            found[os.path.relpath(os.path.join(root, name), folder) + "/"] = "dir"
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                found[os.path.relpath(path, folder)] = "link:" + os.readlink(path)
+            else:
+                found[os.path.relpath(path, folder)] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    return found
+
+
+def stderr_lines(result: subprocess.CompletedProcess) -> list[str]:
+    # tqdm redraws with \r; treat those as line breaks too.
+    return [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, mentions: str | None = None) -> str:
+    lines = stderr_lines(result)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert result.returncode > 0, f"exit {result.returncode}; stderr: {result.stderr!r}"
+    assert len(lines) == 1, f"expected one error line, got: {lines}"
+    assert lines[0].startswith(ERROR_PREFIX), lines[0]
+    if mentions is not None:
+        assert mentions.lower() in lines[0].lower(), f"{mentions!r} not named in: {lines[0]}"
+    return lines[0]
+
+
+def frame_count(path: Path) -> int:
+    return len(packet_times(path))
+
+
+def video(*args: str) -> list[str]:
+    return ["video", *args]
+
+
+def images(*args: str) -> list[str]:
+    return ["images", *args]
+
+
+# ---------------------------------------------------------------------------------------
+# source material, made once per module
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, ffmpeg_exe) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("assets")
+    made = {
+        "mp4": make_clip(ffmpeg_exe, folder / "clip.mp4", frames=CLIP_FRAMES),
+        "mkv": make_clip(ffmpeg_exe, folder / "clip.mkv", frames=CLIP_FRAMES),
+        "webm": make_clip(ffmpeg_exe, folder / "clip.webm", frames=CLIP_FRAMES, codec="libvpx-vp9"),
+    }
+    # moov first: a truncated copy still lists every frame but lacks the data of the last ones.
+    made["faststart"] = folder / "faststart.mp4"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-i", str(made["mp4"]), "-c", "copy", "-movflags", "+faststart",
+                    str(made["faststart"])], check=True)
+    made["audio"] = folder / "tone.m4a"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
+                    "-c:a", "aac", str(made["audio"])], check=True)
+    made["png"] = folder / "still.png"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1",
+                    str(made["png"])], check=True)
+    return made
+
+
+def put(folder: Path, name: str, data: bytes) -> str:
+    (folder / name).write_bytes(data)
+    return name
+
+
+def head(path: Path, fraction: float | None = None, size: int | None = None) -> bytes:
+    data = path.read_bytes()
+    return data[:size if size is not None else int(len(data) * fraction)]
+
+
+def flip_bits(data: bytes, seed: int, count: int, start: int = 0, end: int | None = None) -> bytes:
+    flipped = bytearray(data)
+    rng = random.Random(seed)
+    for _ in range(count):
+        index = rng.randrange(start, len(data) if end is None else end)
+        flipped[index] ^= 1 << rng.randrange(8)
+    return bytes(flipped)
+
+
+def onnx_with_input_shape(path: Path, shape: list[int]) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "wrong_shape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    onnx.save(model, str(path))
+
+
+def _cuda_available() -> bool:
+    import onnxruntime
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+# ---------------------------------------------------------------------------------------
+# bad input, one case each: (make inputs in the folder -> CLI arguments)
+#
+# "error": must fail with one line. "sane": streamable containers cut short still demux
+# cleanly up to the cut, so a matte of what is there is honest too; either it fails with
+# one line, or it exits 0 with exactly one frame per packet the source holds.
+
+Maker = Callable[[Path, dict], list[str]]
+CASES = []
+
+
+def case(case_id: str, *, expect: str = "error", mentions: str | None = None, marks=()):
+    def register(make: Maker) -> Maker:
+        CASES.append(pytest.param(make, expect, mentions, id=case_id, marks=marks))
+        return make
+    return register
+
+
+@case("empty-file", mentions="empty.mp4")
+def _(folder, assets):
+    return video(put(folder, "empty.mp4", b""), "-o", "out.mp4")
+
+
+@case("text-named-mp4", mentions="notes.mp4")
+def _(folder, assets):
+    return video(put(folder, "notes.mp4", b"this is not a video\n" * 20))
+
+
+@case("truncated-mp4-4k", mentions="cut.mp4")
+def _(folder, assets):
+    return video(put(folder, "cut.mp4", head(assets["mp4"], size=4096)), "-o", "out.mp4")
+
+
+@case("truncated-mp4-half", mentions="cut.mp4")
+def _(folder, assets):
+    return video(put(folder, "cut.mp4", head(assets["mp4"], 0.5)))
+
+
+@case("truncated-faststart-mp4", mentions="cut.mp4")
+def _(folder, assets):
+    # The index lists frames whose data is missing: a short matte would be dishonest.
+    return video(put(folder, "cut.mp4", head(assets["faststart"], 0.6)), "-o", "out.mp4")
+
+
+@case("truncated-mkv-header-only", mentions="cut.mkv")
+def _(folder, assets):
+    return video(put(folder, "cut.mkv", head(assets["mkv"], size=1500)), "-o", "out.mp4")
+
+
+@case("truncated-mkv-half", expect="sane")
+def _(folder, assets):
+    return video(put(folder, "cut.mkv", head(assets["mkv"], 0.5)), "-o", "out.mp4")
+
+
+@case("truncated-mkv-most", expect="sane")
+def _(folder, assets):
+    return video(put(folder, "cut.mkv", head(assets["mkv"], 0.83)))
+
+
+@case("truncated-webm", expect="sane")
+def _(folder, assets):
+    return video(put(folder, "cut.webm", head(assets["webm"], 0.55)), "-o", "out.mp4")
+
+
+@case("bit-flipped-mp4", expect="sane")
+def _(folder, assets):
+    return video(put(folder, "flipped.mp4", flip_bits(assets["mp4"].read_bytes(), seed=1, count=200)),
+                 "-o", "out.mp4")
+
+
+@case("bit-flipped-mp4-frames", expect="sane")
+def _(folder, assets):
+    data = assets["mp4"].read_bytes()
+    mdat = data.index(b"mdat") + 8
+    return video(put(folder, "flipped.mp4", flip_bits(data, seed=2, count=300, start=mdat, end=mdat + 15000)),
+                 "-o", "out.mp4")
+
+
+@case("mp4-without-moov", mentions="nomoov.mp4")
+def _(folder, assets):
+    return video(put(folder, "nomoov.mp4", assets["mp4"].read_bytes().replace(b"moov", b"junk")), "-o", "out.mp4")
+
+
+@case("audio-only", mentions="tone.m4a")
+def _(folder, assets):
+    return video(put(folder, "tone.m4a", assets["audio"].read_bytes()), "-o", "out.mp4")
+
+
+@case("png-renamed-mp4", mentions="picture.mp4")
+def _(folder, assets):
+    return video(put(folder, "picture.mp4", assets["png"].read_bytes()))
+
+
+@case("missing-input", mentions="missing.mp4")
+def _(folder, assets):
+    return video("missing.mp4", "-o", "out.mp4")
+
+
+@case("input-is-directory", mentions="clips.mp4")
+def _(folder, assets):
+    (folder / "clips.mp4").mkdir()
+    return video("clips.mp4", "-o", "out.mp4")
+
+
+@case("input-is-cwd")
+def _(folder, assets):
+    return video(".", "-o", "out.mp4")
+
+
+@case("output-under-regular-file", mentions="notes.txt")
+def _(folder, assets):
+    put(folder, "notes.txt", b"a regular file\n")
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "-o", "notes.txt/out.mp4")
+
+
+@case("output-in-proc", mentions="/proc/x.mp4",
+      marks=pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc"))
+def _(folder, assets):
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "-o", "/proc/x.mp4")
+
+
+@case("output-is-input", mentions="clip.mp4")
+def _(folder, assets):
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "-o", "clip.mp4")
+
+
+@case("output-is-input-other-spelling", mentions="clip.mp4")
+def _(folder, assets):
+    put(folder, "clip.mp4", assets["mp4"].read_bytes())
+    return video(str(folder / "clip.mp4"), "-o", "./sub/../clip.mp4")
+
+
+@case("output-is-symlink-to-input", mentions="link.mp4")
+def _(folder, assets):
+    put(folder, "clip.mp4", assets["mp4"].read_bytes())
+    (folder / "link.mp4").symlink_to("clip.mp4")
+    return video("clip.mp4", "-o", "link.mp4")
+
+
+@case("output-unknown-suffix", mentions="out.txt")
+def _(folder, assets):
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "-o", "out.txt")
+
+
+@case("output-webm-cannot-hold-h264", mentions="out.webm")
+def _(folder, assets):
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "-o", "out.webm")
+
+
+@case("damaged-input-into-new-folders", mentions="cut.mp4")
+def _(folder, assets):
+    # The input only turns out bad mid-run, after the output folders would be made.
+    return video(put(folder, "cut.mp4", head(assets["faststart"], 0.6)), "-o", "new/sub/out.mp4")
+
+
+@case("model-is-text", mentions="model.onnx")
+def _(folder, assets):
+    put(folder, "model.onnx", b"definitely not protobuf\n" * 10)
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "--model", "model.onnx")
+
+
+@case("model-zero-bytes", mentions="zero.onnx")
+def _(folder, assets):
+    put(folder, "zero.onnx", b"")
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "--model", "zero.onnx")
+
+
+@case("model-wrong-input-shape", mentions="wrong.onnx")
+def _(folder, assets):
+    onnx_with_input_shape(folder / "wrong.onnx", [1, 3, 224, 224])
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "--model", "wrong.onnx")
+
+
+@case("model-path-missing", mentions="absent.onnx")
+def _(folder, assets):
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "--model", "absent.onnx")
+
+
+@case("model-name-unknown", mentions="u2net_nonesuch")
+def _(folder, assets):
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "--model", "u2net_nonesuch")
+
+
+@case("device-cuda-without-provider", mentions="cuda",
+      marks=pytest.mark.skipif(_cuda_available(), reason="this onnxruntime has a CUDA provider"))
+def _(folder, assets):
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "--device", "cuda", "-o", "out.mp4")
+
+
+@case("images-missing-folder", mentions="photos")
+def _(folder, assets):
+    return images("photos")
+
+
+@case("images-empty-folder", mentions="photos")
+def _(folder, assets):
+    (folder / "photos").mkdir()
+    return images("photos")
+
+
+@case("images-on-a-file", mentions="photo.png")
+def _(folder, assets):
+    return images(put(folder, "photo.png", assets["png"].read_bytes()))
+
+
+@case("images-output-is-input", mentions="photos")
+def _(folder, assets):
+    (folder / "photos").mkdir()
+    put(folder / "photos", "a.png", assets["png"].read_bytes())
+    return images("photos", "-o", "photos")
+
+
+@case("images-output-is-a-file", mentions="masks.png")
+def _(folder, assets):
+    (folder / "photos").mkdir()
+    put(folder / "photos", "a.png", assets["png"].read_bytes())
+    put(folder, "masks.png", assets["png"].read_bytes())
+    return images("photos", "-o", "masks.png")
+
+
+@case("images-output-under-a-file", mentions="notes.txt")
+def _(folder, assets):
+    (folder / "photos").mkdir()
+    put(folder / "photos", "a.png", assets["png"].read_bytes())
+    put(folder, "notes.txt", b"a regular file\n")
+    return images("photos", "-o", "notes.txt/masks")
+
+
+@pytest.mark.parametrize("make, expect, mentions", CASES)
+def test_bad_input_gets_one_line_and_leaves_nothing(make, expect, mentions, assets, tiny_model, tmp_path):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    args = make(folder, assets)
+    if "--model" not in args:
+        args += ["--model", str(tiny_model)]
+    before = snapshot(folder)
+    result = run_cli([*args, "-q"], cwd=folder)
+    after = snapshot(folder)
+    assert not Path("/proc/x.mp4").exists()
+
+    if expect == "sane" and result.returncode == 0:
+        # A shorter but honest matte: one frame per packet the damaged source really holds.
+        assert "Traceback" not in result.stderr + result.stdout
+        assert stderr_lines(result) == []
+        new = sorted(set(after) - set(before))
+        assert len(new) == 1 and new[0].endswith(".mp4") and not new[0].startswith("."), new
+        assert {name: after[name] for name in before} == before, "an input was changed"
+        source = folder / next(arg for arg in args[1:] if (folder / arg).is_file())
+        assert frame_count(folder / new[0]) == frame_count(source) > 0
+        return
+
+    assert_one_line_error(result, mentions)
+    assert result.stdout == ""
+    assert after == before, f"left behind or changed: {sorted(set(after) ^ set(before))}"
+
+
+# ---------------------------------------------------------------------------------------
+# a folder of images with some bad ones
+
+
+def test_images_with_bad_files_among_good_ones(assets, tiny_model, tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    good = {"a.png": "PNG", "b.jpg": "JPEG", "c.webp": "WEBP"}
+    for name, fmt in good.items():
+        Image.open(assets["png"]).convert("RGB").resize((96, 72)).save(photos / name, fmt)
+    big_png = tmp_path / "big.png"
+    Image.open(assets["png"]).convert("RGB").resize((640, 480)).save(big_png)
+    bad = {
+        "zero.png": b"",
+        "half.jpg": head(photos / "b.jpg", 0.5),
+        "cut.png": head(big_png, 0.3),
+        "letter.png": b"Dear reader, this is not a picture.\n",
+        "garbage.webp": bytes(random.Random(3).randrange(256) for _ in range(2000)),
+    }
+    for name, data in bad.items():
+        put(photos, name, data)
+    put(photos, "README.txt", b"not an image suffix: ignored, not reported\n")
+    inputs_before = snapshot(photos)
+
+    result = run_cli(images("photos", "-o", "out masks", "-q", "--model", str(tiny_model)), cwd=tmp_path)
+
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.returncode == 1
+    lines = stderr_lines(result)
+    assert all(line.startswith("trt-matte: skipped ") for line in lines), lines
+    for name in bad:
+        assert sum(f"photos/{name}:" in line for line in lines) == 1, (name, lines)
+    assert len(lines) == len(bad)
+    assert snapshot(photos) == inputs_before
+    outputs = sorted(os.listdir(tmp_path / "out masks"))
+    assert outputs == sorted(Path(name).stem + ".png" for name in good)
+    for name in outputs:
+        with Image.open(tmp_path / "out masks" / name) as mask:
+            assert mask.size == (96, 72)
+
+
+# ---------------------------------------------------------------------------------------
+# paths that need quoting, and where the output goes
+
+AWKWARD_DIR = "dir with spaces 'single' \"double\" $HOME; & | ü 日本 (1)"
+AWKWARD_NAME = "clip 'a' \"b\" $PATH;&  ñ 🎬 10:30 [x] *?.mp4"
+AWKWARD_OUT = "matte $(echo hi) `id`; & 'q' \"q\" é.mp4"
+
+
+def test_awkward_paths_work(assets, tiny_model, tmp_path):
+    folder = tmp_path / AWKWARD_DIR
+    folder.mkdir()
+    source = folder / AWKWARD_NAME
+    shutil.copy(assets["mp4"], source)
+    output = folder / AWKWARD_OUT
+    result = run_cli(video(str(source), "-o", str(output), "-q", "--model", str(tiny_model)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert frame_count(output) == frame_count(source) == CLIP_FRAMES
+    assert sorted(os.listdir(folder)) == sorted([AWKWARD_NAME, AWKWARD_OUT])
+
+    # Relative paths from inside the folder, and the default output name beside the input.
+    result = run_cli([AWKWARD_NAME, "-q", "--model", str(tiny_model)], cwd=folder)
+    assert result.returncode == 0, result.stderr
+    default = folder / (Path(AWKWARD_NAME).stem + ".matte.mp4")
+    assert frame_count(default) == CLIP_FRAMES
+    assert not [name for name in os.listdir(folder) if name.startswith(".")]
+
+
+@pytest.mark.parametrize("name", ["pipe:1 take.mp4", "file:clip.mp4", "cache:clip.mp4"])
+def test_names_that_look_like_ffmpeg_protocols(assets, tiny_model, tmp_path, name):
+    """'pipe:', 'file:', 'cache:'... are ffmpeg protocol prefixes; a file that happens to be
+    named so is still just a file to the user (even spelled ./name)."""
+    shutil.copy(assets["mp4"], tmp_path / name)
+    result = run_cli(video(f"./{name}", "-o", "out.mp4", "-q", "--model", str(tiny_model)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert frame_count(tmp_path / "out.mp4") == CLIP_FRAMES
+
+
+def test_output_folder_that_looks_like_an_ffmpeg_protocol(assets, tiny_model, tmp_path):
+    """The work files live beside the output, so the output folder's name reaches ffmpeg too."""
+    shutil.copy(assets["mp4"], tmp_path / "clip.mp4")
+    (tmp_path / "cache:mattes").mkdir()
+    result = run_cli(video("clip.mp4", "-o", "cache:mattes/out.mp4", "-q", "--model", str(tiny_model)),
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert frame_count(tmp_path / "cache:mattes" / "out.mp4") == CLIP_FRAMES
+
+
+def test_shorthand_writes_matte_beside_the_input(assets, tiny_model, tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    shutil.copy(assets["mp4"], clips / "IN.mp4")
+    # Run from elsewhere: "beside it" means the input's folder, not the working directory.
+    result = run_cli(["clips/IN.mp4", "-q", "--model", str(tiny_model)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert sorted(os.listdir(clips)) == ["IN.matte.mp4", "IN.mp4"]
+    assert sorted(os.listdir(tmp_path)) == ["clips"]
+    assert frame_count(clips / "IN.matte.mp4") == CLIP_FRAMES
+
+
+def test_output_folder_gets_stem_dot_matte(assets, tiny_model, tmp_path):
+    shutil.copy(assets["mkv"], tmp_path / "take 2.mkv")
+    (tmp_path / "mattes").mkdir()
+    result = run_cli(video("take 2.mkv", "-o", "mattes", "-q", "--model", str(tiny_model)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(tmp_path / "mattes") == ["take 2.matte.mp4"]
+    assert frame_count(tmp_path / "mattes" / "take 2.matte.mp4") == CLIP_FRAMES
+    assert sorted(os.listdir(tmp_path)) == ["mattes", "take 2.mkv"]
+
+
+# ---------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM in the middle of a run
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory, ffmpeg_exe, tiny_model) -> tuple[Path, Path]:
+    """A clip and a model that keep the CLI busy for several seconds at least."""
+    folder = tmp_path_factory.mktemp("long")
+    if U2NETP.is_file():  # ~1 s a frame on a small CPU: any clip is long enough
+        return make_clip(ffmpeg_exe, folder / "long clip.mp4", size="320x240", frames=120), U2NETP
+    # The tiny model runs ~100 frames/s: ffmpeg's work on a big clip sets the pace.
+    return make_clip(ffmpeg_exe, folder / "long clip.mp4", size="640x360", frames=400), tiny_model
+
+
+def _processes_working_in(folder: Path) -> list[str]:
+    """Live processes whose working directory is ``folder`` (ffmpeg children inherit it)."""
+    found: list[str] = []
+    if not Path("/proc/self/cwd").exists():
+        return found  # no procfs: nothing to check
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) != folder:
+                continue
+            state = next((line for line in (entry / "status").read_text().splitlines()
+                          if line.startswith("State:")), "")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if "zombie" not in state:
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def _interrupt_mid_run(long_run, tmp_path, signum) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
+    clip, model = long_run
+    folder = tmp_path / "run here"
+    folder.mkdir()
+    source = folder / clip.name
+    shutil.copy(clip, source)
+    process = subprocess.Popen(
+        [*CLI, "video", source.name, "-o", "out.mp4", "--model", str(model)],  # no -q: progress on
+        cwd=folder, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell may start background jobs with SIGINT ignored; Ctrl-C reaches a foreground one.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 20
+        temp_seen: list[str] = []
+        while time.monotonic() < deadline and process.poll() is None:
+            temp_seen = [name for name in os.listdir(folder) if name.startswith(".")]
+            if temp_seen:
+                break
+            time.sleep(0.02)
+        assert temp_seen, "the run never created its temporary output (or ended first)"
+        time.sleep(0.3)  # let decoding, inference and encoding get going
+        assert process.poll() is None, "the run finished before it could be interrupted; use a longer clip"
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    time.sleep(0.2)  # a stray child would still be alive now
+    return result, temp_seen, _processes_working_in(folder.resolve())
+
+
+def test_ctrl_c_mid_run_exits_130_and_cleans_up(long_run, tmp_path):
+    result, temp_seen, strays = _interrupt_mid_run(long_run, tmp_path, signal.SIGINT)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert result.returncode == 130, result.stderr
+    lines = stderr_lines(result)
+    assert lines[-1] == INTERRUPTED
+    assert sum(line.startswith("trt-matte: ") and "error" in line for line in lines) == 0, lines
+    assert os.listdir(tmp_path / "run here") == [long_run[0].name], f"left behind (temp was {temp_seen})"
+    assert strays == [], "ffmpeg children outlived the interrupted run"
+
+
+def test_sigterm_mid_run_cleans_up_like_ctrl_c(long_run, tmp_path):
+    """A scheduler's or `kill`'s SIGTERM: cli.main maps it to the Ctrl-C path (exit 130;
+    128 + 15 = 143 would be the conventional code for a TERM, accepted too)."""
+    result, temp_seen, strays = _interrupt_mid_run(long_run, tmp_path, signal.SIGTERM)
+    assert result.returncode != -signal.SIGTERM, \
+        f"killed by SIGTERM without cleanup; left: {os.listdir(tmp_path / 'run here')}"
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert result.returncode in (130, 143), result.stderr
+    assert stderr_lines(result)[-1] == INTERRUPTED
+    assert os.listdir(tmp_path / "run here") == [long_run[0].name], f"left behind (temp was {temp_seen})"
+    assert strays == [], "ffmpeg children outlived the terminated run"
