@@ -29,6 +29,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_NAME = "rgb"
 OUTPUT_NAME = "mask"
+FRAME_SHAPE_NAME = "frame_shape"
 BATCH_DIM = "batch"
 PRECISIONS = ("fp32", "fp16")
 # Bump when the recipe below changes, so cached graphs are rebuilt.
@@ -88,15 +89,9 @@ def _preprocess(network_input: str, opset: int) -> tuple[list[onnx.NodeProto], l
     return nodes, constants
 
 
-def _postprocess(first_head: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    constants = [
-        _constant("post_range_guard", np.array(RANGE_GUARD, dtype=np.float32)),
-        _constant("post_scale", np.array(255.0, dtype=np.float32)),
-        _constant("post_low", np.array(0.0, dtype=np.float32)),
-        _constant("post_high", np.array(255.0, dtype=np.float32)),
-        # Reshape with 0 copies the batch dimension: drops the channel axis in any opset.
-        _constant("post_mask_shape", np.array([0, MODEL_SIZE, MODEL_SIZE], dtype=np.int64)),
-    ]
+def _normalize_head(first_head: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Per-image min-max of the first head: float [N,1,320,320] in 0..1 as ``post_unit``."""
+    constants = [_constant("post_range_guard", np.array(RANGE_GUARD, dtype=np.float32))]
     nodes = [
         *_reduce_per_image("ReduceMin", first_head, "post_min", opset),
         *_reduce_per_image("ReduceMax", first_head, "post_max", opset),
@@ -104,10 +99,51 @@ def _postprocess(first_head: str, opset: int) -> tuple[list[onnx.NodeProto], lis
         helper.make_node("Sub", ["post_max", "post_min"], ["post_range"]),
         helper.make_node("Max", ["post_range", "post_range_guard"], ["post_safe_range"]),
         helper.make_node("Div", ["post_shifted", "post_safe_range"], ["post_unit"]),
-        helper.make_node("Mul", ["post_unit", "post_scale"], ["post_scaled"]),
+    ]
+    return nodes, constants
+
+
+def _upsize(source: str, target: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Resize [N,1,320,320] to [N,1,H,W], H and W taken from the shape of ``frame_shape``.
+
+    Only the shape of that input is read, never its data: a dynamic output size
+    without shape-tensor inputs, which TensorRT and ONNX Runtime both handle.
+    """
+    constants = [
+        _constant("upsize_empty", np.zeros(0, dtype=np.float32)),
+        _constant("upsize_keep_from", np.array([0], dtype=np.int64)),
+        _constant("upsize_keep_to", np.array([2], dtype=np.int64)),
+    ]
+    nodes = [
+        helper.make_node("Shape", [source], ["upsize_source_shape"]),
+        helper.make_node("Slice", ["upsize_source_shape", "upsize_keep_from", "upsize_keep_to"],
+                         ["upsize_batch_channel"]),
+        helper.make_node("Shape", [FRAME_SHAPE_NAME], ["upsize_height_width"]),
+        helper.make_node("Concat", ["upsize_batch_channel", "upsize_height_width"], ["upsize_sizes"], axis=0),
+        # Bicubic up; the upscale filter barely moves the matte (the downscale is what matters).
+        helper.make_node("Resize", [source, "upsize_empty", "upsize_empty", "upsize_sizes"], [target],
+                         mode="cubic", cubic_coeff_a=-0.5, coordinate_transformation_mode="half_pixel"),
+    ]
+    return nodes, constants
+
+
+def _to_uint8(source: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """0..1 float [N,1,H,W] -> uint8 [N,H,W]: x255, round (rembg truncates), clip."""
+    constants = [
+        _constant("post_scale", np.array(255.0, dtype=np.float32)),
+        _constant("post_low", np.array(0.0, dtype=np.float32)),
+        _constant("post_high", np.array(255.0, dtype=np.float32)),
+    ]
+    if opset >= 13:
+        constants.append(_constant("post_channel_axis", np.array([1], dtype=np.int64)))
+        squeeze = helper.make_node("Squeeze", ["post_clipped", "post_channel_axis"], ["post_squeezed"])
+    else:
+        squeeze = helper.make_node("Squeeze", ["post_clipped"], ["post_squeezed"], axes=[1])
+    nodes = [
+        helper.make_node("Mul", [source, "post_scale"], ["post_scaled"]),
         helper.make_node("Round", ["post_scaled"], ["post_rounded"]),
         helper.make_node("Clip", ["post_rounded", "post_low", "post_high"], ["post_clipped"]),
-        helper.make_node("Reshape", ["post_clipped", "post_mask_shape"], ["post_squeezed"]),
+        squeeze,
         helper.make_node("Cast", ["post_squeezed"], [OUTPUT_NAME], to=TensorProto.UINT8),
     ]
     return nodes, constants
@@ -117,8 +153,13 @@ def _default_opset(model: onnx.ModelProto) -> int:
     return next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
 
 
-def build_matte_graph(network: onnx.ModelProto) -> onnx.ModelProto:
-    """Wrap a U²-Net network in the recipe; the result has a dynamic batch dimension."""
+def build_matte_graph(network: onnx.ModelProto, upsize: bool = False) -> onnx.ModelProto:
+    """Wrap a U²-Net network in the recipe; the result has a dynamic batch dimension.
+
+    With ``upsize`` the graph also takes ``frame_shape`` (uint8 [H,W], contents
+    unused) and returns masks resized to H x W, so a GPU engine hands back finished
+    mattes and no full-size resize runs on the host.
+    """
     opset = _default_opset(network)
     if opset < 11:
         raise MatteError(f"the model uses ONNX opset {opset}; opset 11 or newer is needed")
@@ -128,28 +169,31 @@ def build_matte_graph(network: onnx.ModelProto) -> onnx.ModelProto:
     network_input = next(inp.name for inp in graph.input if inp.name not in initializer_names)
     first_head = graph.output[0].name
 
-    pre_nodes, pre_constants = _preprocess(network_input, opset)
-    post_nodes, post_constants = _postprocess(first_head, opset)
-    nodes = pre_nodes + list(graph.node) + post_nodes
-    constants = pre_constants + post_constants
+    stages = [_preprocess(network_input, opset), (list(graph.node), []), _normalize_head(first_head, opset)]
+    if upsize:
+        stages.append(_upsize("post_unit", "post_upsized"))
+    stages.append(_to_uint8("post_upsized" if upsize else "post_unit", opset))
+    nodes = [node for stage_nodes, _ in stages for node in stage_nodes]
+    constants = [constant for _, stage_constants in stages for constant in stage_constants]
     if opset >= 18:
         constants.append(_constant("per_image_axes", np.array([1, 2, 3], dtype=np.int64)))
 
     # The exporter's shape annotations pin the batch to 1; drop them and let the
     # runtime infer shapes from the dynamic input.
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [BATCH_DIM, MODEL_SIZE, MODEL_SIZE, 3])]
+    mask_size = [MODEL_SIZE, MODEL_SIZE]
+    if upsize:
+        inputs.append(helper.make_tensor_value_info(FRAME_SHAPE_NAME, TensorProto.UINT8, ["height", "width"]))
+        mask_size = ["height", "width"]
     wrapped = helper.make_graph(
-        nodes,
-        f"trt_matte_{graph.name or 'u2net'}",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8,
-                                       [BATCH_DIM, MODEL_SIZE, MODEL_SIZE, 3])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.UINT8,
-                                       [BATCH_DIM, MODEL_SIZE, MODEL_SIZE])],
+        nodes, f"trt_matte_{graph.name or 'u2net'}", inputs,
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.UINT8, [BATCH_DIM, *mask_size])],
         initializer=list(graph.initializer) + constants,
     )
     model = helper.make_model(wrapped, opset_imports=list(network.opset_import),
                               producer_name="trt-matte")
     model.ir_version = network.ir_version
-    model = onnx.utils.Extractor(model).extract_model([INPUT_NAME], [OUTPUT_NAME])
+    model = onnx.utils.Extractor(model).extract_model([graph_input.name for graph_input in inputs], [OUTPUT_NAME])
     onnx.checker.check_model(model)
     return model
 
@@ -163,18 +207,19 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def matte_graph_path(model_path: Path, cache_dir: Path, precision: str = "fp32") -> Path:
-    """Return the cached matte graph for a model file and precision, building it on first use."""
+def matte_graph_path(model_path: Path, cache_dir: Path, precision: str = "fp32", upsize: bool = False) -> Path:
+    """Return the cached matte graph for a model file and variant, building it on first use."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}")
     if not model_path.is_file():
         raise MatteError(f"model file not found: {model_path}")
     digest = file_digest(model_path)[:16]
-    target = cache_dir / "graphs" / f"matte-v{RECIPE_VERSION}-{precision}-{digest}.onnx"
+    variant = f"{precision}-upsize" if upsize else precision
+    target = cache_dir / "graphs" / f"matte-v{RECIPE_VERSION}-{variant}-{digest}.onnx"
     if target.is_file():
         return target
     network = load_network(model_path)
     if precision == "fp16":
         network = convert_network_to_fp16(network)
-    atomic_write_bytes(target, build_matte_graph(network).SerializeToString())
+    atomic_write_bytes(target, build_matte_graph(network, upsize).SerializeToString())
     return target
