@@ -63,10 +63,17 @@ class FrameReader:
         self._ffmpeg.kill()
 
 
-def _encoder_filter(info: VideoInfo) -> str:
+# How ffmpeg itself turns a counter-clockwise display rotation into filters (autorotate).
+ROTATION_FILTERS = {0: [], 90: ["transpose=cclock"], 180: ["hflip", "vflip"], 270: ["transpose=clock"]}
+
+
+def _encoder_filter(info: VideoInfo, rotate: bool) -> str:
+    """Masks (320x320, or full size in stored orientation when ``rotate``) to the displayed picture."""
     # Full range keeps all 256 matte levels; 4:2:0 needs even sizes, so odd ones use 4:4:4.
     chroma = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
-    steps = [f"scale={info.width}:{info.height}:flags=lanczos+accurate_rnd:out_range=pc", f"format={chroma}"]
+    # accurate_rnd: without it swscale's Lanczos biased the matte by ~0.5/255.
+    steps = [*(ROTATION_FILTERS[info.rotation] if rotate else []),
+             f"scale={info.width}:{info.height}:flags=lanczos+accurate_rnd:out_range=pc", f"format={chroma}"]
     if info.sample_aspect_ratio:
         sar = info.sample_aspect_ratio
         # setsar evaluates the ratio as a float; a large max brings the exact fraction back.
@@ -75,20 +82,26 @@ def _encoder_filter(info: VideoInfo) -> str:
 
 
 class MatteEncoder:
-    """ffmpeg upsizes 320x320 masks to the display size and encodes H.264, B-frames off."""
+    """ffmpeg brings masks to the displayed picture and encodes H.264, B-frames off.
 
-    def __init__(self, target: Path, info: VideoInfo, crf: int = DEFAULT_CRF):
+    By default masks arrive at 320x320 and ffmpeg upsizes them; with ``full_size``
+    they arrive finished (upsized on the GPU) in the stored orientation, and ffmpeg
+    only applies the display rotation.
+    """
+
+    def __init__(self, target: Path, info: VideoInfo, crf: int = DEFAULT_CRF, full_size: bool = False):
+        mask_size = "{}x{}".format(*info.stored_size) if full_size else MASK_SIZE
         self._ffmpeg = FfmpegProcess(
-            ["-f", "rawvideo", "-pix_fmt", "gray", "-s", MASK_SIZE,
+            ["-f", "rawvideo", "-pix_fmt", "gray", "-s", mask_size,
              "-framerate", str(info.average_rate), "-i", "pipe:0",
-             "-vf", _encoder_filter(info), "-c:v", "libx264", "-preset", "veryfast",
+             "-vf", _encoder_filter(info, rotate=full_size), "-c:v", "libx264", "-preset", "veryfast",
              "-crf", str(crf), "-bf", "0", "-color_range", "pc", "-y", local_path(target)],
             "encoding the matte", pipe_stdin=True)
         self.frames_written = 0
 
     def write(self, masks: np.ndarray) -> None:
         try:
-            self._ffmpeg.process.stdin.write(np.ascontiguousarray(masks).tobytes())
+            self._ffmpeg.process.stdin.write(np.ascontiguousarray(masks).reshape(-1).data)
         except (BrokenPipeError, OSError):
             raise MatteError(f"ffmpeg stopped while encoding the matte: {self._ffmpeg.error_text()}") from None
         self.frames_written += len(masks)
