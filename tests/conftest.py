@@ -55,8 +55,8 @@ def matte_graph(u2netp_path, cache_home) -> Path:
 
 @pytest.fixture(scope="session")
 def cpu_backend(matte_graph):
-    from trt_matte.engine import open_backend
-    return open_backend(matte_graph, backend="onnxruntime", device="cpu")
+    from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
+    return OnnxRuntimeBackend(matte_graph, device="cpu")
 
 
 def decode_rgb(ffmpeg: str, path: Path, frames: int | None = None) -> np.ndarray:
@@ -123,8 +123,8 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_model, cache_home):
     from trt_matte.build_engine.matte_graph import matte_graph_path
-    from trt_matte.engine import open_backend
-    return open_backend(matte_graph_path(tiny_model, cache_home), backend="onnxruntime", device="cpu")
+    from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
+    return OnnxRuntimeBackend(matte_graph_path(tiny_model, cache_home), device="cpu")
 
 
 def make_clip(ffmpeg: str, target: Path, *, size: str = "160x120", frames: int = 24, codec: str = "libx264",

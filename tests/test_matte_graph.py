@@ -124,12 +124,12 @@ def test_upsized_graph_returns_masks_at_the_frame_size(u2netp_path, cache_home, 
 def test_fp16_graph_matches_fp32_on_real_frames(u2netp_path, cache_home, ffmpeg_exe, carphone_path):
     """TensorRT 11 builds FP16 from FP16 ONNX types; the conversion must not cost the matte."""
     pytest.importorskip("onnxconverter_common")
-    from trt_matte.engine import open_backend
+    from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
     frames = decode_rgb(ffmpeg_exe, carphone_path)[::15]
     pictures = np.stack([np.asarray(Image.fromarray(frame).resize((320, 320), Image.Resampling.LANCZOS))
                          for frame in frames])
-    fp16 = open_backend(matte_graph_path(u2netp_path, cache_home, "fp16"), device="cpu")
-    fp32 = open_backend(matte_graph_path(u2netp_path, cache_home, "fp32"), device="cpu")
+    fp16 = OnnxRuntimeBackend(matte_graph_path(u2netp_path, cache_home, "fp16"), device="cpu")
+    fp32 = OnnxRuntimeBackend(matte_graph_path(u2netp_path, cache_home, "fp32"), device="cpu")
     half, full = fp16.run(pictures), fp32.run(pictures)
     errors = [mean_abs_error(a, b) for a, b in zip(half, full)]
     # Measured on ONNX Runtime's CPU FP16 kernels: MAE 0.81 mean, IoU 0.987 mean.

@@ -120,7 +120,7 @@ def test_vp9_webm_source(ffmpeg_exe, tiny_backend, tmp_path):
 class ExplodingBackend:
     """Fails on the third batch, as a crash mid-run would."""
 
-    name, device, preferred_batch = "exploding", "cpu", 2
+    name, device, preferred_batch, takes_device_batches = "exploding", "cpu", 2, False
 
     def __init__(self, inner):
         self.inner, self.calls = inner, 0

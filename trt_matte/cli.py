@@ -18,12 +18,13 @@ from typing import Iterator
 import argparse_addons
 
 from . import __version__
-from .build_engine.matte_graph import matte_graph_path
-from .engine import BACKEND_CHOICES, DEVICE_CHOICES, Backend, open_backend
+from .engine import BACKEND_CHOICES, DEVICE_CHOICES, Backend, BackendRequest, open_backend
+from .build_engine.matte_graph import PRECISIONS
+from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE
 from .errors import MatteError
 from .models import DEFAULT_MODEL, MODELS, cache_dir, resolve_model
 
-COMMANDS = ("video", "images")
+COMMANDS = ("build", "video", "images")
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -40,7 +41,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=argparse_addons.Integer(1, 1024), metavar="N",
                        help="CPU inference threads (default: ONNX Runtime's choice)")
     group.add_argument("--batch", type=argparse_addons.Integer(1, 1024), metavar="N",
-                       help="frames per inference call (default: 2 on the CPU, 16 on CUDA)")
+                       help="frames per inference call (default: 2 on the CPU, 16 on the GPU)")
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
 
 
@@ -51,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "'trt-matte IN.mp4' is short for 'trt-matte video IN.mp4'.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    build = commands.add_parser("build", help="build the TensorRT engine for this GPU (done on first use otherwise)")
+    build.add_argument("--model", metavar="NAME|PATH",
+                       help=f"one of {', '.join(MODELS)} (default {DEFAULT_MODEL}), or a rembg U²-Net .onnx file")
+    build.add_argument("--precision", choices=PRECISIONS, default="fp16", help="network precision (default: fp16)")
+    build.add_argument("--max-batch", type=argparse_addons.Integer(1, 256), default=DEFAULT_MAX_BATCH,
+                       metavar="N", help=f"largest batch the engine takes (default: {DEFAULT_MAX_BATCH})")
+    build.add_argument("--max-size", type=argparse_addons.Integer(64, 16384), default=DEFAULT_MAX_FRAME_SIDE,
+                       metavar="PIXELS", help=f"largest frame side (default: {DEFAULT_MAX_FRAME_SIDE})")
+    build.add_argument("--force", action="store_true", help="rebuild even when a cached engine fits")
+    build.add_argument("-q", "--quiet", action="store_true", help="no progress or status lines")
 
     video = commands.add_parser("video", help="write the matte of a video (default: IN.matte.mp4 beside it)")
     video.add_argument("input", type=Path, metavar="IN", help="the source video")
@@ -85,10 +97,22 @@ def _status(args: argparse.Namespace, message: str) -> None:
 
 def _open_backend(args: argparse.Namespace) -> Backend:
     model = resolve_model(args.model, progress=not args.quiet)
-    graph = matte_graph_path(model.path, cache_dir())
-    backend = open_backend(graph, backend=args.backend, device=args.device, threads=args.threads)
+    backend = open_backend(BackendRequest(model.path, cache_dir(), args.backend, args.device, args.threads,
+                                          max_batch=args.batch, announce=lambda line: _status(args, line)))
     _status(args, backend.describe(model.label))
     return backend
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from .build_engine.tensorrt_build import BuildRequest, ensure_engine, require_tensorrt_gpu
+
+    require_tensorrt_gpu()  # before a model download that would be wasted
+    model = resolve_model(args.model, progress=not args.quiet)
+    request = BuildRequest(model.path, args.precision, args.max_batch, args.max_size)
+    cached, spec = ensure_engine(request, cache_dir(), force=args.force, announce=lambda line: _status(args, line))
+    if not cached.fresh:
+        _status(args, f"already built for {model.label} on {spec.gpu.name}: {cached.path} (--force rebuilds)")
+    return 0
 
 
 def _run_video(args: argparse.Namespace) -> int:
@@ -99,7 +123,7 @@ def _run_video(args: argparse.Namespace) -> int:
     backend = _open_backend(args)
     started = time.monotonic()
     result = matte_video(args.input, args.output, backend, batch_size=args.batch,
-                         progress=not args.quiet, crf=args.crf)
+                         progress=not args.quiet, crf=args.crf, announce=lambda line: _status(args, line))
     seconds = time.monotonic() - started
     _status(args, f"wrote {result.output} ({result.frames} frames, {result.frames / seconds:.1f} frames/s)")
     return 0
@@ -139,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_with_default_command(sys.argv[1:] if argv is None else argv))
     try:
         with _terminate_like_ctrl_c():
-            return {"video": _run_video, "images": _run_images}[args.command](args)
+            return {"build": _run_build, "video": _run_video, "images": _run_images}[args.command](args)
     except MatteError as exc:
         print(f"trt-matte: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

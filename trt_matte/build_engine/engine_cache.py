@@ -54,6 +54,7 @@ class EngineSpec:
 class CachedEngine:
     path: Path
     sidecar: dict
+    fresh: bool = False  # built by this run rather than found in the cache
 
 
 class EngineCache:
@@ -97,7 +98,7 @@ class EngineCache:
         }
         atomic_write_bytes(self.engine_path(spec), plan)
         atomic_write_bytes(self.sidecar_path(spec), json.dumps(sidecar, indent=2).encode())
-        return CachedEngine(self.engine_path(spec), sidecar)
+        return CachedEngine(self.engine_path(spec), sidecar, fresh=True)
 
     def discard(self, spec: EngineSpec) -> None:
         """Forget an entry TensorRT refused (stale or corrupt), so it is rebuilt."""

@@ -7,11 +7,15 @@ shares the same numerics.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-BACKEND_CHOICES = ("auto", "onnxruntime")
+from ..errors import MatteError
+
+BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
@@ -22,6 +26,8 @@ class Backend(abc.ABC):
     device: str
     # Largest batch worth sending at once: CPU batches stay small (more memory, no speed).
     preferred_batch: int
+    # GPU backends also take batches already in GPU memory (``enqueue``), zero-copy.
+    takes_device_batches: bool = False
 
     @abc.abstractmethod
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
@@ -31,11 +37,53 @@ class Backend(abc.ABC):
         return f"backend {self.name} on {self.device}, model {model_label}"
 
 
-def open_backend(graph_path: Path, backend: str = "auto", device: str = "auto",
-                 threads: int | None = None) -> Backend:
-    """Pick and open a backend; asking for something unavailable is an error, never a fallback."""
+@dataclass(frozen=True)
+class BackendRequest:
+    model_path: Path
+    cache_dir: Path
+    backend: str = "auto"
+    device: str = "auto"
+    threads: int | None = None
+    # TensorRT: the engine's largest batch (its profile); None keeps the default.
+    max_batch: int | None = None
+    announce: Callable[[str], None] = lambda message: None
+
+
+def open_backend(request: BackendRequest) -> Backend:
+    """Pick and open a backend; asking for something unavailable is an error, never a fallback.
+
+    auto: TensorRT when it is installed and a GPU is visible, else ONNX Runtime (which
+    itself takes CUDA when onnxruntime-gpu can start, else the CPU).
+    """
+    from ..build_engine.matte_graph import matte_graph_path
+    from ..build_engine.tensorrt_build import tensorrt_available
+    from .cuda import gpu_count
     from .onnxruntime_backend import OnnxRuntimeBackend
 
-    if backend not in BACKEND_CHOICES:
-        raise ValueError(f"unknown backend {backend!r}")
-    return OnnxRuntimeBackend(graph_path, device=device, threads=threads)
+    if request.backend not in BACKEND_CHOICES or request.device not in DEVICE_CHOICES:
+        raise ValueError(f"unknown backend {request.backend!r} or device {request.device!r}")
+    wants_tensorrt = request.backend == "tensorrt" or (
+        request.backend == "auto" and request.device != "cpu" and tensorrt_available() and gpu_count() > 0)
+    if wants_tensorrt:
+        return _open_tensorrt(request)
+    graph = matte_graph_path(request.model_path, request.cache_dir)
+    return OnnxRuntimeBackend(graph, device=request.device, threads=request.threads)
+
+
+def _open_tensorrt(request: BackendRequest) -> Backend:
+    from ..build_engine.engine_cache import EngineCache
+    from ..build_engine.tensorrt_build import DEFAULT_MAX_BATCH, BuildRequest, ensure_engine, require_tensorrt_gpu
+    from .tensorrt_backend import StaleEngine, TensorRTBackend
+
+    if request.device == "cpu":
+        raise MatteError("--backend tensorrt runs on an NVIDIA GPU; use --backend onnxruntime for the CPU")
+    require_tensorrt_gpu()
+    build = BuildRequest(request.model_path, max_batch=request.max_batch or DEFAULT_MAX_BATCH)
+    cached, spec = ensure_engine(build, request.cache_dir, announce=request.announce)
+    try:
+        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side)
+    except StaleEngine as stale:
+        request.announce(f"{stale}; rebuilding it")
+        EngineCache(request.cache_dir).discard(spec)
+        cached, spec = ensure_engine(build, request.cache_dir, force=True, announce=request.announce)
+        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import av
 import numpy as np
@@ -151,39 +151,96 @@ def default_output(source: Path) -> Path:
     return source.with_name(f"{source.stem}.matte.mp4")
 
 
+class MatteStages(Protocol):
+    """How frames become masks on one device; ``matte_video`` overlaps the stages."""
+
+    # True when masks arrive finished at the stored frame size (upsized on the GPU).
+    full_size: bool
+
+    def batches(self) -> Iterator[Any]:
+        """Decoded batches; runs in the reader thread."""
+
+    def compute(self, batch: Any) -> Any:
+        """Inference on one batch; runs in the calling thread."""
+
+    def masks(self, computed: Any) -> np.ndarray:
+        """uint8 [n,H,W] masks of a computed batch; runs in the writer thread."""
+
+    def frames_read(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class HostStages:
+    """The portable path: ffmpeg decodes on the host, the backend takes host arrays."""
+
+    full_size = False
+
+    def __init__(self, source: Path, backend: Backend, batch_size: int):
+        self._reader = FrameReader(source)
+        self._backend = backend
+        self._batch_size = batch_size
+
+    def batches(self) -> Iterator[np.ndarray]:
+        return self._reader.batches(self._batch_size)
+
+    def compute(self, batch: np.ndarray) -> np.ndarray:
+        return self._backend.run(batch)
+
+    def masks(self, computed: np.ndarray) -> np.ndarray:
+        return computed
+
+    def frames_read(self) -> int:
+        return self._reader.frames_read
+
+    def close(self) -> None:
+        self._reader.kill()
+
+
+def _stages_for(source: Path, info: VideoInfo, backend: Backend, batch_size: int,
+                announce: Callable[[str], None]) -> MatteStages:
+    if backend.takes_device_batches:
+        from .gpu_video import DeviceStages  # CUDA imports only where a GPU backend runs
+        return DeviceStages(source, info, backend, announce)
+    return HostStages(source, backend, batch_size)
+
+
 def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_size: int | None = None,
-                progress: bool = True, crf: int = DEFAULT_CRF) -> VideoResult:
+                progress: bool = True, crf: int = DEFAULT_CRF,
+                announce: Callable[[str], None] = lambda message: None) -> VideoResult:
     """Write the matte of ``source`` to ``output`` (default ``<stem>.matte.mp4`` beside it)."""
     source = Path(source)
     output = _output_path(source, output)
     info = probe_video(source)
     _check_output(source, output)
     with atomic_output(output) as partial, scratch_path(output, ".mkv") as encoded:
-        _encode(source, encoded, info, backend, batch_size or backend.preferred_batch, progress, crf)
+        stages = _stages_for(source, info, backend, batch_size or backend.preferred_batch, announce)
+        try:
+            _encode(source, encoded, info, stages, progress, crf)
+        finally:
+            stages.close()
         retime(encoded, partial, info)
     return VideoResult(output, info.frame_count, info)
 
 
-def _encode(source: Path, encoded: Path, info: VideoInfo, backend: Backend, batch_size: int,
-            progress: bool, crf: int) -> None:
-    reader = FrameReader(source)
-    encoder = MatteEncoder(encoded, info, crf)
+def _encode(source: Path, encoded: Path, info: VideoInfo, stages: MatteStages, progress: bool, crf: int) -> None:
+    encoder = MatteEncoder(encoded, info, crf, full_size=stages.full_size)
     bar = tqdm(total=info.frame_count, unit="frame", desc=source.name, disable=True if not progress else None,
                dynamic_ncols=True)
 
-    def write(masks: np.ndarray) -> None:
+    def write(computed: Any) -> None:
+        masks = stages.masks(computed)
         encoder.write(masks)
         bar.update(len(masks))
 
     try:
-        run_overlapped(reader.batches(batch_size), backend.run, write)
+        run_overlapped(stages.batches(), stages.compute, write)
         encoder.finish()
     finally:
         bar.close()
-        reader.kill()
         encoder.kill()
-    if reader.frames_read != info.frame_count:
-        raise MatteError(f"{source}: decoded {reader.frames_read} frames but the container lists "
+    if stages.frames_read() != info.frame_count:
+        raise MatteError(f"{source}: decoded {stages.frames_read()} frames but the container lists "
                          f"{info.frame_count}; the file is damaged or truncated")
 
 
