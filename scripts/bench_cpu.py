@@ -46,7 +46,8 @@ import onnxruntime as ort
 from PIL import Image
 
 from trt_matte.build_engine.matte_graph import IMAGENET_MEAN, IMAGENET_STD, MODEL_SIZE, matte_graph_path
-from trt_matte.engine import Backend, open_backend
+from trt_matte.engine import Backend
+from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
 from trt_matte.errors import MatteError
 from trt_matte.models import cache_dir, resolve_model
 from trt_matte.runtime.media import ffmpeg_exe, probe_video
@@ -237,7 +238,7 @@ class ChildPeaks:
 
 def _warm_backend(plan: Plan) -> tuple[Backend, int]:
     """Open the matte graph's CPU backend and run it once: ORT sizes its buffers on the first run."""
-    backend = open_backend(Path(plan.graph), backend="onnxruntime", device="cpu", threads=plan.threads)
+    backend = OnnxRuntimeBackend(Path(plan.graph), device="cpu", threads=plan.threads)
     batch_size = plan.batch or backend.preferred_batch
     backend.run(np.zeros((batch_size, MODEL_SIZE, MODEL_SIZE, 3), np.uint8))
     return backend, batch_size

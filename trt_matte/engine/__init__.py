@@ -67,7 +67,21 @@ def open_backend(request: BackendRequest) -> Backend:
     if wants_tensorrt:
         return _open_tensorrt(request)
     graph = matte_graph_path(request.model_path, request.cache_dir)
-    return OnnxRuntimeBackend(graph, device=request.device, threads=request.threads)
+    backend = OnnxRuntimeBackend(graph, device=request.device, threads=request.threads)
+    if backend.device == "cuda" and gpu_pipeline_available():
+        from .onnxruntime_cuda import OnnxRuntimeCudaBackend
+        upsizing = matte_graph_path(request.model_path, request.cache_dir, upsize=True)
+        return OnnxRuntimeCudaBackend(graph, upsizing, threads=request.threads)
+    return backend
+
+
+def gpu_pipeline_available() -> bool:
+    """Whether the zero-copy video stages can run: cuda-python and DALI importable."""
+    import importlib.util
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("cuda.bindings", "nvidia.dali"))
+    except ModuleNotFoundError:  # find_spec imports the parent package ("cuda", "nvidia")
+        return False
 
 
 def _open_tensorrt(request: BackendRequest) -> Backend:

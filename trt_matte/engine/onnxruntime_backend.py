@@ -26,7 +26,7 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
     return options
 
 
-def _open_session(graph_path: Path, providers: list[str], threads: int | None) -> ort.InferenceSession:
+def open_session(graph_path: Path, providers: list[str], threads: int | None) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(str(graph_path), _session_options(threads), providers=providers)
     except Exception as exc:  # ORT raises its own pybind exception types
@@ -37,7 +37,7 @@ def _cuda_session(graph_path: Path, threads: int | None) -> ort.InferenceSession
     if CUDA_PROVIDER not in ort.get_available_providers():
         raise MatteError("--device cuda needs onnxruntime-gpu (pip install 'trt-matte[gpu]'); "
                          "the installed onnxruntime has no CUDA provider")
-    session = _open_session(graph_path, [CUDA_PROVIDER, CPU_PROVIDER], threads)
+    session = open_session(graph_path, [CUDA_PROVIDER, CPU_PROVIDER], threads)
     # ORT quietly drops a provider it cannot initialise (no driver, no GPU): check.
     if session.get_providers()[0] != CUDA_PROVIDER:
         raise MatteError("ONNX Runtime's CUDA provider is installed but could not start "
@@ -52,9 +52,9 @@ class OnnxRuntimeBackend(Backend):
         if device == "cuda":
             self._session = _cuda_session(graph_path, threads)
         elif device == "auto" and CUDA_PROVIDER in ort.get_available_providers():
-            self._session = _open_session(graph_path, [CUDA_PROVIDER, CPU_PROVIDER], threads)
+            self._session = open_session(graph_path, [CUDA_PROVIDER, CPU_PROVIDER], threads)
         else:
-            self._session = _open_session(graph_path, [CPU_PROVIDER], threads)
+            self._session = open_session(graph_path, [CPU_PROVIDER], threads)
         on_cuda = self._session.get_providers()[0] == CUDA_PROVIDER
         self.device = "cuda" if on_cuda else "cpu"
         self.preferred_batch = CUDA_BATCH if on_cuda else CPU_BATCH

@@ -1,0 +1,63 @@
+"""ONNX Runtime on CUDA inside the zero-copy GPU pipeline, for machines without TensorRT.
+
+It runs the upsizing matte graph with I/O binding on device pointers, so the DALI
+batch and the finished mattes stay on the GPU exactly as with TensorRT; only the
+engine differs. ONNX Runtime synchronises its own stream at the end of a run, so
+copies queued afterwards on ``self.stream`` see finished mattes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, MODEL_SIZE, OUTPUT_NAME
+from ..errors import MatteError
+from .cuda import DeviceBuffer, Stream, copy_async
+from .onnxruntime_backend import CUDA_PROVIDER, OnnxRuntimeBackend, open_session
+
+RGB_BYTES = MODEL_SIZE * MODEL_SIZE * 3
+
+
+class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
+    takes_device_batches = True
+
+    def __init__(self, graph_path: Path, upsize_graph_path: Path, threads: int | None = None):
+        super().__init__(graph_path, device="cuda", threads=threads)
+        self._upsizing = open_session(upsize_graph_path, [CUDA_PROVIDER], threads)
+        self.stream = Stream()
+        self._input = DeviceBuffer(self.preferred_batch * RGB_BYTES)
+        self._frame_shape: DeviceBuffer | None = None
+
+    def upload(self, rgb_batch: np.ndarray) -> int:
+        frames = np.ascontiguousarray(rgb_batch, dtype=np.uint8)
+        copy_async(self._input.address, frames.ctypes.data, frames.nbytes, "cudaMemcpyHostToDevice", self.stream)
+        self.stream.synchronize()  # ONNX Runtime reads on its own stream
+        return self._input.address
+
+    def _frame_shape_buffer(self, height: int, width: int) -> int:
+        # Only the shape is read, but the binding needs memory of that size.
+        if self._frame_shape is None or self._frame_shape.nbytes < height * width:
+            if self._frame_shape is not None:
+                self._frame_shape.close()
+            self._frame_shape = DeviceBuffer(height * width)
+        return self._frame_shape.address
+
+    def enqueue(self, rgb_address: int, batch: int, height: int, width: int, output_address: int) -> None:
+        binding = self._upsizing.io_binding()
+        binding.bind_input(INPUT_NAME, "cuda", 0, np.uint8, [batch, MODEL_SIZE, MODEL_SIZE, 3], rgb_address)
+        binding.bind_input(FRAME_SHAPE_NAME, "cuda", 0, np.uint8, [height, width],
+                           self._frame_shape_buffer(height, width))
+        binding.bind_output(OUTPUT_NAME, "cuda", 0, np.uint8, [batch, height, width], output_address)
+        try:
+            self._upsizing.run_with_iobinding(binding)
+        except Exception as exc:  # ORT's own exception types
+            raise MatteError(f"ONNX Runtime (CUDA) failed: {exc}".splitlines()[0]) from None
+
+    def close(self) -> None:
+        self.stream.synchronize()
+        for buffer in (self._input, self._frame_shape):
+            if buffer is not None:
+                buffer.close()
+        self.stream.close()
