@@ -144,3 +144,17 @@ def packet_times(path: Path) -> list[float]:
         stream = container.streams.video[0]
         return sorted(float(packet.pts * stream.time_base) for packet in container.demux(stream)
                       if packet.pts is not None)
+
+
+def _gpu_visible() -> bool:
+    from trt_matte.engine.cuda import gpu_count
+    return gpu_count() > 0
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip, visibly, where CUDA sees no GPU."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if gpu_items and not _gpu_visible():
+        skip = pytest.mark.skip(reason="needs an NVIDIA GPU (CUDA sees none here)")
+        for item in gpu_items:
+            item.add_marker(skip)

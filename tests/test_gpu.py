@@ -1,0 +1,115 @@
+"""The GPU path end to end: TensorRT engine, DALI (NVDEC) reader, device stages.
+
+Every test here is marked ``gpu`` and skips where CUDA sees no GPU; the ones that
+need TensorRT or DALI also skip when those are not installed. scripts/gpu_check.py
+runs them on a GPU machine before its benchmarks.
+"""
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import decode_gray, decode_rgb, make_clip, mask_iou, mean_abs_error, packet_times
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def tensorrt_backend(u2netp_path, cache_home):
+    pytest.importorskip("tensorrt")
+    from trt_matte.engine import BackendRequest, open_backend
+    return open_backend(BackendRequest(u2netp_path, cache_home, backend="tensorrt", device="cuda"))
+
+
+@pytest.fixture(scope="module")
+def carphone_pictures(ffmpeg_exe, carphone_path) -> np.ndarray:
+    frames = decode_rgb(ffmpeg_exe, carphone_path)[::8]
+    return np.stack([np.asarray(Image.fromarray(frame).resize((320, 320), Image.Resampling.LANCZOS))
+                     for frame in frames])
+
+
+def test_fp16_engine_matches_the_fp32_graph(tensorrt_backend, cpu_backend, carphone_pictures):
+    gpu_masks = tensorrt_backend.run(carphone_pictures)
+    cpu_masks = cpu_backend.run(carphone_pictures)
+    errors = [mean_abs_error(a, b) for a, b in zip(gpu_masks, cpu_masks)]
+    assert np.mean(errors) <= 1.0
+    assert np.mean([mask_iou(a, b) for a, b in zip(gpu_masks, cpu_masks)]) >= 0.98
+
+
+def test_gpu_video_matches_the_cpu_matte(tensorrt_backend, cpu_backend, ffmpeg_exe, carphone_path, tmp_path):
+    from trt_matte.runtime.video import matte_video
+    notes: list[str] = []
+    gpu = matte_video(carphone_path, tmp_path / "gpu.mp4", tensorrt_backend, progress=False, announce=notes.append)
+    cpu = matte_video(carphone_path, tmp_path / "cpu.mp4", cpu_backend, progress=False)
+    assert notes == []  # H.264 4:2:0 goes through NVDEC, no fallback
+    gpu_matte, cpu_matte = decode_gray(ffmpeg_exe, gpu.output), decode_gray(ffmpeg_exe, cpu.output)
+    assert gpu_matte.shape == cpu_matte.shape == (120, 144, 176)
+    assert packet_times(gpu.output) == packet_times(carphone_path)
+    assert np.mean([mask_iou(a, b) for a, b in zip(gpu_matte, cpu_matte)]) >= 0.97
+    assert np.mean([mean_abs_error(a, b) for a, b in zip(gpu_matte, cpu_matte)]) <= 3.0
+
+
+@pytest.mark.parametrize("frames,batch_note", [(1, "one frame"), (37, "not a multiple of the batch")])
+def test_gpu_video_frame_count_and_timestamps(tensorrt_backend, ffmpeg_exe, tmp_path, frames, batch_note):
+    from trt_matte.runtime.video import matte_video
+    source = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="640x360", frames=frames)
+    result = matte_video(source, None, tensorrt_backend, progress=False)
+    assert len(decode_gray(ffmpeg_exe, result.output)) == frames, batch_note
+    assert packet_times(result.output) == pytest.approx(packet_times(source), abs=1e-6)
+
+
+def test_gpu_video_rotated_source(tensorrt_backend, ffmpeg_exe, tmp_path):
+    import subprocess
+    from trt_matte.runtime.video import matte_video
+    upright = make_clip(ffmpeg_exe, tmp_path / "upright.mp4", size="640x360", frames=8)
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-display_rotation", "90", "-i", str(upright), "-c", "copy",
+                    str(rotated)], check=True)
+    matte = decode_gray(ffmpeg_exe, matte_video(rotated, None, tensorrt_backend, progress=False).output)
+    assert matte.shape == (8, 640, 360)
+
+
+def test_stale_engine_is_rebuilt(u2netp_path, tmp_path):
+    pytest.importorskip("tensorrt")
+    from trt_matte.build_engine.engine_cache import EngineCache
+    from trt_matte.build_engine.tensorrt_build import BuildRequest, ensure_engine
+    from trt_matte.engine import BackendRequest, open_backend
+    cached, spec = ensure_engine(BuildRequest(u2netp_path, max_batch=2), tmp_path)
+    # A plan whose sidecar still matches but that TensorRT cannot load (another version's plan, say).
+    plan = bytearray(cached.path.read_bytes())
+    plan[len(plan) // 2:] = bytes(len(plan) - len(plan) // 2)
+    EngineCache(tmp_path).store(spec, bytes(plan), 0.0)
+    notes: list[str] = []
+    backend = open_backend(BackendRequest(u2netp_path, tmp_path, backend="tensorrt", max_batch=2,
+                                          announce=notes.append))
+    assert any("rebuilding" in note for note in notes)
+    assert backend.run(np.zeros((1, 320, 320, 3), np.uint8)).shape == (1, 320, 320)
+
+
+def test_dali_gpu_reader_matches_ffmpeg_reader_on_h264(ffmpeg_exe, tmp_path):
+    pytest.importorskip("nvidia.dali")
+    from trt_matte.runtime.dali_video import DaliFrameReader
+    from trt_matte.runtime.media import probe_video
+    from trt_matte.runtime.video import FrameReader
+    source = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="640x360", frames=21)
+    dali = np.concatenate([batch.host_array() for batch in
+                           DaliFrameReader(source, probe_video(source).frame_count, 8, device_id=0).batches()])
+    reference = np.concatenate(list(FrameReader(source).batches(8)))
+    assert dali.shape == reference.shape == (21, 320, 320, 3)
+    for index, frame in enumerate(dali):
+        distances = [mean_abs_error(frame, other) for other in reference]
+        assert int(np.argmin(distances)) == index and distances[index] < 4
+
+
+def test_onnxruntime_cuda_on_the_device_pipeline(u2netp_path, cache_home, ffmpeg_exe, carphone_path, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu")
+    from trt_matte.engine import BackendRequest, open_backend
+    from trt_matte.runtime.video import matte_video
+    backend = open_backend(BackendRequest(u2netp_path, cache_home, backend="onnxruntime", device="cuda"))
+    assert backend.takes_device_batches
+    result = matte_video(carphone_path, tmp_path / "ort.mp4", backend, progress=False)
+    assert len(decode_gray(ffmpeg_exe, result.output)) == 120
