@@ -175,28 +175,3 @@ def test_unsupported_output_suffix(ffmpeg_exe, tiny_backend, tmp_path):
     with pytest.raises(MatteError, match="written as"):
         matte_video(source, tmp_path / "matte.avi", tiny_backend, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
-
-
-@pytest.mark.parametrize("degrees", [90, 180, 270])
-def test_full_size_masks_in_stored_orientation_are_rotated_like_ffmpeg(ffmpeg_exe, tmp_path, degrees):
-    """The GPU path (DALI ignores the display matrix) hands over masks in stored
-    orientation; the encoder must turn them exactly as ffmpeg's autorotate does."""
-    from trt_matte.runtime.media import probe_video
-    from trt_matte.runtime.video import MatteEncoder, retime
-    upright = make_clip(ffmpeg_exe, tmp_path / "upright.mp4", size="320x240", frames=3)
-    rotated = tmp_path / "rotated.mp4"
-    subprocess.run([ffmpeg_exe, "-v", "error", "-display_rotation", str(degrees), "-i", str(upright),
-                    "-c", "copy", str(rotated)], check=True)
-    info = probe_video(rotated)
-    assert info.rotation == degrees
-    stored = subprocess.run([ffmpeg_exe, "-v", "error", "-noautorotate", "-i", str(rotated), "-f", "rawvideo",
-                             "-pix_fmt", "gray", "-"], capture_output=True, check=True).stdout
-    masks = np.frombuffer(stored, np.uint8).reshape(3, *info.stored_size[::-1])
-    encoder = MatteEncoder(tmp_path / "matte.mkv", info, crf=0, full_size=True)
-    encoder.write(masks)
-    encoder.finish()
-    retime(tmp_path / "matte.mkv", tmp_path / "matte.mp4", info)
-    shown = decode_gray(ffmpeg_exe, rotated)  # ffmpeg applies the rotation, as players do
-    matte = decode_gray(ffmpeg_exe, tmp_path / "matte.mp4")
-    assert matte.shape == shown.shape
-    assert mean_abs_error(matte, shown) < 2

@@ -62,21 +62,13 @@ class VideoInfo:
     time_base: Fraction
     average_rate: Fraction
     sample_aspect_ratio: Fraction | None
-    # Counter-clockwise display rotation in degrees. ffmpeg applies it when decoding;
-    # DALI does not, so the GPU path rotates its mattes itself.
-    rotation: int = 0
-
-    @property
-    def stored_size(self) -> tuple[int, int]:
-        """Width and height as the frames are stored, before the display rotation."""
-        return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
 
     @property
     def frame_count(self) -> int:
         return len(self.frame_pts)
 
 
-def _open_container(path: Path) -> av.container.InputContainer:
+def open_container(path: Path) -> av.container.InputContainer:
     if not path.exists():
         raise MatteError(f"no such file: {path}")
     if path.is_dir():
@@ -88,8 +80,8 @@ def _open_container(path: Path) -> av.container.InputContainer:
 
 
 def _display_geometry(container: av.container.InputContainer, stream: av.VideoStream,
-                      path: Path) -> tuple[int, int, Fraction | None, int]:
-    """Width, height, sample aspect ratio and rotation of the picture players show.
+                      path: Path) -> tuple[int, int, Fraction | None]:
+    """Width, height and sample aspect ratio of the picture players show.
 
     ffmpeg's decoder applies the display matrix (autorotate), so a source stored
     landscape with a 90-degree matrix is decoded, and matted, in portrait.
@@ -100,10 +92,9 @@ def _display_geometry(container: av.container.InputContainer, stream: av.VideoSt
         raise MatteError(f"{path}: the video stream has no decodable frame") from None
     sar = stream.sample_aspect_ratio
     sar = Fraction(sar.numerator, sar.denominator) if sar and sar.numerator else None
-    rotation = round(first_frame.rotation) % 360
-    if rotation % 180:
-        return first_frame.height, first_frame.width, (1 / sar if sar else None), rotation
-    return first_frame.width, first_frame.height, sar, rotation
+    if round(first_frame.rotation) % 180:
+        return first_frame.height, first_frame.width, (1 / sar if sar else None)
+    return first_frame.width, first_frame.height, sar
 
 
 def _packet_times(container: av.container.InputContainer, stream: av.VideoStream,
@@ -132,16 +123,16 @@ def _presentation_times(packets: list[tuple[int | None, int]], time_base: Fracti
 
 def probe_video(path: Path) -> VideoInfo:
     """Read the first video stream's geometry and frame timestamps without decoding it all."""
-    with _open_container(path) as container:
+    with open_container(path) as container:
         if not container.streams.video:
             raise MatteError(f"{path} has no video stream")
         if container.format.name == STILL_IMAGE_DEMUXER or container.format.name.endswith("_pipe"):
             raise MatteError(f"{path} is a still image ({container.format.name}), not a video; "
                              "use 'trt-matte images' for pictures")
         stream = container.streams.video[0]
-        width, height, sar, rotation = _display_geometry(container, stream, path)
+        width, height, sar = _display_geometry(container, stream, path)
     # A fresh open for the packet walk: seeking back is not reliable on every format.
-    with _open_container(path) as container:
+    with open_container(path) as container:
         stream = container.streams.video[0]
         time_base = Fraction(stream.time_base.numerator, stream.time_base.denominator)
         average_rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
@@ -150,7 +141,7 @@ def probe_video(path: Path) -> VideoInfo:
         raise MatteError(f"{path}: the video stream has no frames")
     pts = tuple(frame_pts for frame_pts, _ in times)
     durations = tuple(_frame_durations(pts, times[-1][1], time_base, average_rate))
-    return VideoInfo(width, height, pts, durations, time_base, average_rate, sar, rotation)
+    return VideoInfo(width, height, pts, durations, time_base, average_rate, sar)
 
 
 def _frame_durations(pts: tuple[int, ...], last_duration: int, time_base: Fraction,

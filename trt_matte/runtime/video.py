@@ -63,17 +63,13 @@ class FrameReader:
         self._ffmpeg.kill()
 
 
-# How ffmpeg itself turns a counter-clockwise display rotation into filters (autorotate).
-ROTATION_FILTERS = {0: [], 90: ["transpose=cclock"], 180: ["hflip", "vflip"], 270: ["transpose=clock"]}
-
-
-def _encoder_filter(info: VideoInfo, rotate: bool) -> str:
-    """Masks (320x320, or full size in stored orientation when ``rotate``) to the displayed picture."""
+def _encoder_filter(info: VideoInfo) -> str:
+    """Masks (320x320, or already full size) to the displayed picture's size, full range."""
     # Full range keeps all 256 matte levels; 4:2:0 needs even sizes, so odd ones use 4:4:4.
     chroma = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
-    # accurate_rnd: without it swscale's Lanczos biased the matte by ~0.5/255.
-    steps = [*(ROTATION_FILTERS[info.rotation] if rotate else []),
-             f"scale={info.width}:{info.height}:flags=lanczos+accurate_rnd:out_range=pc", f"format={chroma}"]
+    # accurate_rnd: without it swscale's Lanczos biased the matte by ~0.5/255. On
+    # full-size masks the scale step only converts gray to full-range YUV.
+    steps = [f"scale={info.width}:{info.height}:flags=lanczos+accurate_rnd:out_range=pc", f"format={chroma}"]
     if info.sample_aspect_ratio:
         sar = info.sample_aspect_ratio
         # setsar evaluates the ratio as a float; a large max brings the exact fraction back.
@@ -85,16 +81,16 @@ class MatteEncoder:
     """ffmpeg brings masks to the displayed picture and encodes H.264, B-frames off.
 
     By default masks arrive at 320x320 and ffmpeg upsizes them; with ``full_size``
-    they arrive finished (upsized on the GPU) in the stored orientation, and ffmpeg
-    only applies the display rotation.
+    they arrive finished (upsized on the GPU) at the displayed size. Both readers hand
+    over frames already turned to the display orientation, so the matte needs no turn.
     """
 
     def __init__(self, target: Path, info: VideoInfo, crf: int = DEFAULT_CRF, full_size: bool = False):
-        mask_size = "{}x{}".format(*info.stored_size) if full_size else MASK_SIZE
+        mask_size = f"{info.width}x{info.height}" if full_size else MASK_SIZE
         self._ffmpeg = FfmpegProcess(
             ["-f", "rawvideo", "-pix_fmt", "gray", "-s", mask_size,
              "-framerate", str(info.average_rate), "-i", "pipe:0",
-             "-vf", _encoder_filter(info, rotate=full_size), "-c:v", "libx264", "-preset", "veryfast",
+             "-vf", _encoder_filter(info), "-c:v", "libx264", "-preset", "veryfast",
              "-crf", str(crf), "-bf", "0", "-color_range", "pc", "-y", local_path(target)],
             "encoding the matte", pipe_stdin=True)
         self.frames_written = 0
