@@ -130,7 +130,9 @@ def test_fp16_graph_matches_fp32_on_real_frames(u2netp_path, cache_home, ffmpeg_
                          for frame in frames])
     fp16 = OnnxRuntimeBackend(matte_graph_path(u2netp_path, cache_home, "fp16"), device="cpu")
     fp32 = OnnxRuntimeBackend(matte_graph_path(u2netp_path, cache_home, "fp32"), device="cpu")
-    half, full = fp16.run(pictures), fp32.run(pictures)
+    # Two frames a call, as the CPU backend batches: eight at once cost ~4 GB of RSS.
+    half, full = (np.concatenate([backend.run(pictures[start:start + 2]) for start in range(0, len(pictures), 2)])
+                  for backend in (fp16, fp32))
     errors = [mean_abs_error(a, b) for a, b in zip(half, full)]
     # Measured on ONNX Runtime's CPU FP16 kernels: MAE 0.81 mean, IoU 0.987 mean.
     assert np.mean(errors) <= 1.0
