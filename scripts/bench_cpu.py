@@ -354,6 +354,8 @@ def model_path(spec: str | None) -> Path:
 
 def prepare(args: argparse.Namespace, work_dir: Path) -> Plan:
     """Build the matte graph, the test clip and the model-only batches, none of it timed."""
+    if not args.clip.is_file():
+        raise BenchError(f"no such clip: {args.clip}")
     model = model_path(args.model)
     graph = matte_graph_path(model, cache_dir())
     clip = args.clip
@@ -460,14 +462,14 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-cpu-") as work_dir:
             plan = prepare(args, Path(work_dir))
             results = {name: measure_stage(name, plan) for name in STAGES}
-    except (BenchError, MatteError) as exc:
+        config = describe(plan)
+        verdicts = checks(results)
+        print_report(config, results, verdicts)
+        if args.json:
+            write_json(args.json, config, results, verdicts)
+    except (BenchError, MatteError, OSError) as exc:
         print(f"bench_cpu: error: {exc}", file=sys.stderr)
         return 1
-    config = describe(plan)
-    verdicts = checks(results)
-    print_report(config, results, verdicts)
-    if args.json:
-        write_json(args.json, config, results, verdicts)
     return 0
 
 

@@ -41,7 +41,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=argparse_addons.Integer(1, 1024), metavar="N",
                        help="CPU inference threads (default: ONNX Runtime's choice)")
     group.add_argument("--batch", type=argparse_addons.Integer(1, 1024), metavar="N",
-                       help="frames per inference call (default: 2 on the CPU, 16 on the GPU)")
+                       help="frames per inference call (default: 1 on the CPU, 16 on the GPU)")
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
 
 

@@ -27,7 +27,7 @@ TENSORRT_INSTALL_HINT = ("TensorRT is not installed: pip install 'trt-matte[gpu]
 def import_tensorrt() -> Any:
     try:
         import tensorrt
-    except ImportError:
+    except (ImportError, OSError):  # a broken install fails to load its libraries (OSError)
         raise MatteError(TENSORRT_INSTALL_HINT) from None
     return tensorrt
 

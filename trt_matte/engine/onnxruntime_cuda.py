@@ -31,6 +31,8 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
         self._frame_shape: DeviceBuffer | None = None
 
     def upload(self, rgb_batch: np.ndarray) -> int:
+        if len(rgb_batch) > self.preferred_batch:
+            raise ValueError(f"batch of {len(rgb_batch)} exceeds the input buffer ({self.preferred_batch})")
         frames = np.ascontiguousarray(rgb_batch, dtype=np.uint8)
         copy_async(self._input.address, frames.ctypes.data, frames.nbytes, "cudaMemcpyHostToDevice", self.stream)
         self.stream.synchronize()  # ONNX Runtime reads on its own stream

@@ -86,6 +86,8 @@ class TensorRTBackend(Backend):
         The copy is queued on the engine's stream, so it never overwrites a batch the
         engine is still reading; from pageable memory it returns once the data is staged.
         """
+        if len(rgb_batch) > self.preferred_batch:
+            raise ValueError(f"batch of {len(rgb_batch)} exceeds the input buffer ({self.preferred_batch})")
         frames = np.ascontiguousarray(rgb_batch, dtype=np.uint8)
         copy_async(self._input.address, frames.ctypes.data, frames.nbytes, "cudaMemcpyHostToDevice", self.stream)
         return self._input.address

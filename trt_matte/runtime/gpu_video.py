@@ -54,12 +54,14 @@ class _Computed:
 class DeviceStages:
     full_size = True
 
-    def __init__(self, source: Path, info: VideoInfo, backend: Any, announce: Callable[[str], None]):
+    def __init__(self, source: Path, info: VideoInfo, backend: Any, batch_size: int,
+                 announce: Callable[[str], None]):
         self._backend = backend
+        self._batch_size = batch_size
         # Both readers deliver display-oriented frames; the engine upsizes to the displayed size.
         self._width, self._height = info.width, info.height
         self._frame_bytes = self._width * self._height
-        batch_bytes = backend.preferred_batch * self._frame_bytes
+        batch_bytes = batch_size * self._frame_bytes
         self._slots = [_Slot(DeviceBuffer(batch_bytes), PinnedBuffer(batch_bytes), Event()) for _ in range(SLOTS)]
         self._next_slot = itertools.cycle(self._slots)
         reason = None if dali_available() else "DALI is not installed"
@@ -70,14 +72,14 @@ class DeviceStages:
             self._dali = None
         else:
             self._ffmpeg = None
-            self._dali = DaliFrameReader(source, info.frame_count, backend.preferred_batch, device_id=0)
+            self._dali = DaliFrameReader(source, info.frame_count, batch_size, device_id=0)
 
     def batches(self) -> Iterator[_Batch]:
         if self._dali is not None:
             for batch in self._dali.batches():
                 yield _Batch(batch.frames, batch.rgb.data_ptr(), None, batch)
         else:
-            for rgb in self._ffmpeg.batches(self._backend.preferred_batch):
+            for rgb in self._ffmpeg.batches(self._batch_size):
                 yield _Batch(len(rgb), None, rgb)
 
     def compute(self, batch: _Batch) -> _Computed:

@@ -1,0 +1,609 @@
+"""GPU check: trt-matte's GPU path tested, checked for accuracy and benchmarked, in one run.
+
+Run on a GPU machine after ``pip install -e '.[gpu,test]'`` (add onnxruntime-gpu, in
+place of onnxruntime, for the ONNX Runtime CUDA path and the frame-by-frame peer):
+
+    python scripts/gpu_check.py [--model NAME|PATH] [--clip PATH] [--frames N] [--batch N]
+                                [--json PATH] [--skip-tests] [--debug]
+
+    python scripts/gpu_check.py                          # u2netp, carphone, 600 frames at 1080p
+    python scripts/gpu_check.py --skip-tests --frames 1200 --json gpu.json
+
+Every step prints one PASS, FAIL or SKIP line with its reason (WARN lines add notes):
+
+1. environment: the GPU (cuda-python), TensorRT, ONNX Runtime's providers, DALI, ffmpeg,
+   the model and the clip;
+2. the GPU tests, ``pytest -m gpu tests`` in a child process; a test skipped on a GPU
+   machine is printed as a warning;
+3. the TensorRT engine for the model (``ensure_engine``): build time and size; then the
+   GPU backend the next steps use;
+4. accuracy on the clip's 320x320 frames (ffmpeg's reader): GPU masks against the CPU
+   FP32 matte graph, mean abs error <= 1/255, mean IoU at 128 >= 0.98, and no constant
+   mask where the CPU's is not (masks are uint8, so a NaN or an FP16 overflow can only
+   show that way: it spreads through the per-image min-max to the whole mask);
+5. benchmarks on a 1080p H.264 clip made from the clip (Lanczos, x264 crf 18, looped to
+   ``--frames``), all on the same GPU: (a) DALI decode + resize alone, (b) the engine
+   alone per batch size (device buffers, 1080p output), (c) ffmpeg encode alone (the
+   engine's 1080p masks, cycled), (d) trt-matte end to end (``matte_video``), (e) a
+   rembg-style frame-by-frame loop on ONNX Runtime CUDA; then one table and the targets
+   end-to-end >= 0.90 x the slowest of (a, best of b, c) and >= 30 x frame-by-frame.
+
+Without TensorRT, steps 4, 5b and 5d run on ONNX Runtime CUDA's device backend (the
+same zero-copy interface) and are labelled so. Stages are timed as a file pays them:
+DALI's reader set-up (it indexes the file) and the encoder's start and finish are
+inside the timings; engine or session creation and one warm-up run are not.
+
+Exit status: 0 when no check failed, 1 when any did, 2 when CUDA sees no GPU (nothing
+was checked). Failures print one line each; ``--debug`` adds their tracebacks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from bench_cpu import (
+    DEFAULT_CLIP,
+    REPO_ROOT,
+    BenchError,
+    Check,
+    make_test_clip,
+    model_path,
+    peer_matte,
+    positive_int,
+    run_ffmpeg,
+)
+
+from trt_matte.build_engine.matte_graph import MODEL_SIZE, matte_graph_path
+from trt_matte.build_engine.tensorrt_build import (
+    DEFAULT_MAX_BATCH,
+    BuildRequest,
+    ensure_engine,
+    import_tensorrt,
+    tensorrt_available,
+)
+from trt_matte.engine import Backend, BackendRequest, open_backend
+from trt_matte.engine.cuda import DeviceBuffer, check, copy_async, device_name_and_capability, runtime_api
+from trt_matte.engine.onnxruntime_backend import CPU_PROVIDER, CUDA_PROVIDER, OnnxRuntimeBackend, open_session
+from trt_matte.errors import MatteError
+from trt_matte.models import cache_dir
+from trt_matte.runtime.dali_video import DaliFrameReader, dali_available
+from trt_matte.runtime.ffmpeg_process import FfmpegProcess
+from trt_matte.runtime.media import VideoInfo, ffmpeg_exe, local_path, probe_video
+from trt_matte.runtime.video import DEFAULT_CRF, FrameReader, MatteEncoder, matte_video
+
+DEFAULT_FRAMES = 600
+ENGINE_BATCHES = (1, 4, 8, 16)
+ACCURACY_FRAMES = 240  # the CPU reference runs them all; carphone has 120
+MAX_MEAN_ABS_ERROR = 1.0  # 1/255 on 0..255 masks
+MIN_MEAN_IOU = 0.98  # as tests/test_gpu.py
+MIN_E2E_VS_SLOWEST = 0.90
+MIN_E2E_VS_PEER = 30.0
+TESTS_TIMEOUT_S = 1800
+EXIT_FAILED, EXIT_NO_GPU = 1, 2
+PASS, FAIL, SKIP, WARN = "PASS", "FAIL", "SKIP", "WARN"
+
+
+# ---- reporting ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a step found: its line's detail, the value later steps use, and extra lines."""
+
+    detail: str
+    value: Any = None
+    status: str = PASS
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Line:
+    step: str
+    status: str
+    detail: str
+
+
+class Report:
+    def __init__(self, debug: bool):
+        self.debug = debug
+        self.lines: list[Line] = []
+        self.numbers: dict[str, Any] = {}
+
+    def add(self, step: str, status: str, detail: str, echo: bool = True) -> None:
+        self.lines.append(Line(step, status, detail))
+        if echo:
+            print(f"{status}  {step}: {detail}", flush=True)
+
+    def note(self, text: str) -> None:
+        print(f"      {text}", flush=True)
+
+    def attempt(self, step: str, action: Callable[..., Outcome], *args: Any,
+                needs: dict[str, Any] | None = None) -> Any:
+        """Run one step and print its line; returns its value (None when skipped or raised).
+
+        A step whose inputs (``needs``) are missing is skipped; an exception becomes its
+        FAIL line, with the traceback only under --debug.
+        """
+        missing = [name for name, value in (needs or {}).items() if value is None]
+        if missing:
+            self.add(step, SKIP, f"needs {' and '.join(missing)} (see above)")
+            return None
+        try:
+            outcome = action(*args)
+        except Exception as exc:  # noqa: BLE001 -- any failure is one line; the next steps still run
+            if self.debug:
+                traceback.print_exc()
+            self.add(step, FAIL, one_line(exc))
+            return None
+        self.add(step, outcome.status, outcome.detail)
+        for warning in outcome.warnings:
+            self.add(step, WARN, warning)
+        for note in outcome.notes:
+            self.note(note)
+        return outcome.value
+
+    def count(self, status: str) -> int:
+        return sum(line.status == status for line in self.lines)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message's first line; the exception's type too unless it is one of ours."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if first and isinstance(exc, (MatteError, BenchError)):
+        return first
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def skip(reason: str) -> Outcome:
+    return Outcome(reason, status=SKIP)
+
+
+@dataclass(frozen=True)
+class Timing:
+    stage: str
+    frames: int
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+    def summary(self) -> str:
+        return f"{self.frames} frames in {self.seconds:.2f} s, {self.fps:.1f} fps"
+
+
+# ---- 1. environment -------------------------------------------------------------------
+
+@dataclass
+class Environment:
+    gpu: str | None = None
+    tensorrt: str | None = None
+    cuda_provider: bool | None = None
+    dali: str | None = None
+    ffmpeg: str | None = None
+    model: Path | None = None
+    clip: Path | None = None
+
+
+def check_gpu() -> Outcome:
+    cudart = runtime_api()
+    error, count = cudart.cudaGetDeviceCount()
+    if error != cudart.cudaError_t.cudaSuccess or not count:
+        reason = "no devices" if error == cudart.cudaError_t.cudaSuccess else cudart.cudaGetErrorName(error)[1].decode()
+        return Outcome(f"CUDA sees none ({reason})", status=FAIL)
+    name, capability = device_name_and_capability(0)
+    driver = check(cudart.cudaDriverGetVersion(), "reading the driver's CUDA version")
+    others = f", device 0 of {count}" if count > 1 else ""
+    return Outcome(f"{name}, compute capability {capability}, driver for CUDA {driver // 1000}.{driver % 1000 // 10}"
+                   f"{others}", f"{name} (sm {capability})")
+
+
+def check_tensorrt() -> Outcome:
+    if not tensorrt_available():
+        return skip("absent; the GPU steps use ONNX Runtime CUDA where onnxruntime-gpu is installed")
+    version = import_tensorrt().__version__
+    return Outcome(version, version)
+
+
+def check_onnxruntime() -> Outcome:
+    providers = ort.get_available_providers()
+    on_cuda = CUDA_PROVIDER in providers
+    note = "" if on_cuda else " (no CUDA provider: onnxruntime-gpu is absent, or the CPU package shadows it)"
+    return Outcome(f"{ort.__version__}, providers {', '.join(providers)}{note}", on_cuda)
+
+
+def check_dali() -> Outcome:
+    if not dali_available():
+        return Outcome("absent or broken: pip install -e '.[gpu]'", status=FAIL)
+    import nvidia.dali
+    return Outcome(nvidia.dali.__version__, nvidia.dali.__version__)
+
+
+def check_ffmpeg() -> Outcome:
+    executable = ffmpeg_exe()
+    banner = run_ffmpeg(["-version"], "reading its version").decode(errors="replace").splitlines()
+    version = banner[0].split(" Copyright")[0].removeprefix("ffmpeg version ") if banner else "unknown version"
+    if "libx264" not in run_ffmpeg(["-encoders"], "listing its encoders").decode(errors="replace"):
+        return Outcome(f"{executable} ({version}) has no libx264 encoder", status=FAIL)
+    return Outcome(f"{executable} ({version})", executable)
+
+
+def check_model(spec: str | None) -> Outcome:
+    model = model_path(spec)
+    return Outcome(f"{model} ({model.stat().st_size / 1e6:.1f} MB)", model)
+
+
+def check_clip(clip: Path) -> Outcome:
+    info = probe_video(clip)
+    return Outcome(f"{clip} ({info.frame_count} frames, {info.width}x{info.height})", clip)
+
+
+def check_environment(report: Report, args: argparse.Namespace) -> Environment:
+    return Environment(
+        gpu=report.attempt("1 gpu", check_gpu),
+        tensorrt=report.attempt("1 tensorrt", check_tensorrt),
+        cuda_provider=report.attempt("1 onnxruntime", check_onnxruntime),
+        dali=report.attempt("1 dali", check_dali),
+        ffmpeg=report.attempt("1 ffmpeg", check_ffmpeg),
+        model=report.attempt("1 model", check_model, args.model),
+        clip=report.attempt("1 clip", check_clip, args.clip))
+
+
+# ---- 2. the GPU tests -----------------------------------------------------------------
+
+def run_gpu_tests() -> Outcome:
+    # -rfEs: the reasons of skips (warnings here) and the names of failures and errors.
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "tests", "-q", "-rfEs", "-p", "no:cacheprovider"]
+    try:
+        done = subprocess.run(command, check=False, cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=TESTS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"the GPU tests ran past {TESTS_TIMEOUT_S // 60} minutes") from None
+    lines = done.stdout.strip().splitlines() or done.stderr.strip().splitlines() or ["no output"]
+    counts = {word: int(number) for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)", lines[-1])}
+    passed = done.returncode == 0 and counts.get("passed", 0) > 0
+    return Outcome(
+        ", ".join(f"{number} {word}" for word, number in counts.items()) or lines[-1],
+        counts, PASS if passed else FAIL,
+        warnings=tuple(f"skipped {line.removeprefix('SKIPPED ')}" for line in lines if line.startswith("SKIPPED")),
+        notes=tuple(line for line in lines if line.startswith(("FAILED", "ERROR"))))
+
+
+# ---- 3. engine and backend ------------------------------------------------------------
+
+def build_engine(model: Path, max_batch: int, tensorrt: str | None, announce: Callable[[str], None]) -> Outcome:
+    if tensorrt is None:
+        return skip("TensorRT is absent")
+    started = time.perf_counter()
+    cached, spec = ensure_engine(BuildRequest(model, max_batch=max_batch), cache_dir(), announce=announce)
+    seconds = time.perf_counter() - started
+    build_seconds = seconds if cached.fresh else cached.sidecar.get("build_seconds")
+    megabytes = cached.path.stat().st_size / 1e6
+    how = f"built in {seconds:.0f} s" if cached.fresh else f"found in the cache (built in {build_seconds} s)"
+    return Outcome(f"{how}, {megabytes:.1f} MB, batch 1..{spec.max_batch}, frames up to {spec.max_frame_side} px "
+                   f"a side: {cached.path}",
+                   {"path": str(cached.path), "megabytes": megabytes, "built_now": cached.fresh,
+                    "build_seconds": build_seconds, "max_batch": spec.max_batch})
+
+
+def open_gpu_backend(env: Environment, max_batch: int, announce: Callable[[str], None]) -> Outcome:
+    if env.tensorrt:
+        kind = "tensorrt"
+    elif env.cuda_provider:
+        kind = "onnxruntime"
+    else:
+        return Outcome("neither TensorRT nor onnxruntime-gpu is installed: pip install -e '.[gpu]'", status=FAIL)
+    backend = open_backend(BackendRequest(env.model, cache_dir(), backend=kind, device="cuda", max_batch=max_batch,
+                                          announce=announce))
+    if not backend.takes_device_batches:
+        raise BenchError(f"{backend.describe(env.model.name)} has no device interface "
+                         "(are cuda-python and DALI importable?)")
+    ignored = "" if backend.preferred_batch == max_batch else f" (--batch {max_batch} sizes TensorRT engines only)"
+    return Outcome(f"{backend.describe(env.model.name)}, batch {backend.preferred_batch}{ignored}", backend)
+
+
+def engine_label(backend: Backend) -> str:
+    return "TensorRT FP16" if backend.name == "tensorrt" else "ORT CUDA FP32"
+
+
+# ---- 4. accuracy ----------------------------------------------------------------------
+
+def read_frames(clip: Path, limit: int) -> np.ndarray:
+    """The first ``limit`` frames as trt-matte's ffmpeg reader makes them: uint8 [n,320,320,3]."""
+    reader = FrameReader(clip)
+    batches: list[np.ndarray] = []
+    try:
+        for batch in reader.batches(limit):
+            batches.append(batch)
+            if sum(map(len, batches)) >= limit:
+                break
+    finally:
+        reader.kill()
+    return np.concatenate(batches)[:limit]
+
+
+def run_batched(backend: Backend, frames: np.ndarray) -> np.ndarray:
+    size = backend.preferred_batch
+    return np.concatenate([backend.run(frames[start:start + size]) for start in range(0, len(frames), size)])
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two masks thresholded at 128; two empty masks agree perfectly."""
+    union = np.logical_or(a >= 128, b >= 128).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a >= 128, b >= 128).sum() / union)
+
+
+def compare_masks(gpu: np.ndarray, cpu: np.ndarray) -> dict[str, float]:
+    errors = np.abs(gpu.astype(np.int16) - cpu.astype(np.int16)).mean(axis=(1, 2))
+    ious = [mask_iou(a, b) for a, b in zip(gpu, cpu, strict=True)]
+    constant = sum(int(a.min() == a.max() and b.min() != b.max()) for a, b in zip(gpu, cpu, strict=True))
+    return {"frames": len(gpu), "mean_abs_error": float(errors.mean()), "worst_frame_abs_error": float(errors.max()),
+            "mean_iou": float(np.mean(ious)), "min_iou": float(np.min(ious)), "constant_masks": constant}
+
+
+def check_accuracy(backend: Backend, model: Path, clip: Path) -> Outcome:
+    reference = OnnxRuntimeBackend(matte_graph_path(model, cache_dir()), device="cpu")
+    frames = read_frames(clip, ACCURACY_FRAMES)
+    found = compare_masks(run_batched(backend, frames), run_batched(reference, frames))
+    passed = (found["mean_abs_error"] <= MAX_MEAN_ABS_ERROR and found["mean_iou"] >= MIN_MEAN_IOU
+              and found["constant_masks"] == 0)
+    return Outcome(
+        f"{engine_label(backend)} vs CPU FP32 on {found['frames']} frames: mean abs error "
+        f"{found['mean_abs_error']:.3f} (<= {MAX_MEAN_ABS_ERROR}, worst frame {found['worst_frame_abs_error']:.2f}), "
+        f"IoU@128 mean {found['mean_iou']:.4f} (>= {MIN_MEAN_IOU}, min {found['min_iou']:.4f}), "
+        f"{found['constant_masks']} constant masks (NaN/overflow)",
+        found, PASS if passed else FAIL)
+
+
+# ---- 5. benchmarks --------------------------------------------------------------------
+
+def make_1080p_clip(clip: Path, frames: int, work_dir: Path) -> Outcome:
+    target = work_dir / "test-1080p.mp4"
+    started = time.perf_counter()
+    make_test_clip(clip, target, frames)
+    info = probe_video(target)
+    return Outcome(f"{target.name}: {info.frame_count} frames, {info.width}x{info.height} H.264, made in "
+                   f"{time.perf_counter() - started:.0f} s", (target, info))
+
+
+def bench_dali(clip: Path, info: VideoInfo, batch: int, dali: str | None) -> Outcome:
+    if dali is None:
+        return skip("DALI is absent")
+    started = time.perf_counter()
+    reader = DaliFrameReader(clip, info.frame_count, batch, device_id=0)
+    try:
+        frames = sum(decoded.frames for decoded in reader.batches())
+    finally:
+        reader.close()
+    timing = Timing("a DALI decode+resize", frames, time.perf_counter() - started)
+    return Outcome(f"batch {batch}, {timing.summary()}", timing)
+
+
+def time_engine(backend: Backend, rgb: np.ndarray, info: VideoInfo, frames: int, output: int) -> Timing:
+    """The engine alone on one pre-uploaded batch, repeated until ``frames`` frames are done."""
+    size = len(rgb)
+    address = backend.upload(rgb)
+    backend.enqueue(address, size, info.height, info.width, output)  # warm-up for this shape
+    backend.stream.synchronize()
+    runs = math.ceil(frames / size)
+    started = time.perf_counter()
+    for _ in range(runs):
+        backend.enqueue(address, size, info.height, info.width, output)
+    backend.stream.synchronize()
+    return Timing(f"b engine {engine_label(backend)}, batch {size}", runs * size, time.perf_counter() - started)
+
+
+def bench_engine(backend: Backend, clip: Path, info: VideoInfo, frames: int) -> Outcome:
+    """Each batch size in turn; also returns the largest batch's 1080p masks for step 5c."""
+    sizes = sorted({size for size in (*ENGINE_BATCHES, backend.preferred_batch) if size <= backend.preferred_batch})
+    rgb = np.resize(read_frames(clip, sizes[-1]), (sizes[-1], MODEL_SIZE, MODEL_SIZE, 3))
+    output = DeviceBuffer(sizes[-1] * info.height * info.width)
+    try:
+        timings = [time_engine(backend, rgb[:size], info, frames, output.address) for size in sizes]
+        masks = np.empty((sizes[-1], info.height, info.width), np.uint8)
+        copy_async(masks.ctypes.data, output.address, masks.nbytes, "cudaMemcpyDeviceToHost", backend.stream)
+        backend.stream.synchronize()
+    finally:
+        output.close()
+    rates = ", ".join(f"batch {size} {timing.fps:.0f} fps" for size, timing in zip(sizes, timings, strict=True))
+    return Outcome(f"{engine_label(backend)}, {info.width}x{info.height} mattes: {rates}", (timings, masks))
+
+
+def bench_encode(masks: np.ndarray, info: VideoInfo, target: Path) -> Outcome:
+    started = time.perf_counter()
+    encoder = MatteEncoder(target, info, full_size=True)
+    try:
+        for start in range(0, info.frame_count, len(masks)):
+            encoder.write(masks[:info.frame_count - start])
+        encoder.finish()
+    finally:
+        encoder.kill()
+    timing = Timing("c ffmpeg encode", encoder.frames_written, time.perf_counter() - started)
+    return Outcome(f"x264 crf {DEFAULT_CRF}, {len(masks)} masks cycled, {timing.summary()}", timing)
+
+
+def bench_end_to_end(backend: Backend, clip: Path, target: Path) -> Outcome:
+    notes: list[str] = []
+    started = time.perf_counter()
+    result = matte_video(clip, target, backend, progress=False, announce=notes.append)
+    timing = Timing(f"d trt-matte e2e, {engine_label(backend)}", result.frames, time.perf_counter() - started)
+    return Outcome(timing.summary(), timing, warnings=tuple(notes))
+
+
+def bench_frame_by_frame(model: Path, clip: Path, info: VideoInfo, target: Path, cuda_provider: bool) -> Outcome:
+    """rembg's way, one frame at a time: ffmpeg -> Pillow -> ORT CUDA on the raw model -> Pillow -> ffmpeg."""
+    if not cuda_provider:
+        return skip("onnxruntime-gpu is absent, and ONNX Runtime on the CPU is no fair peer for a GPU pipeline")
+    session = open_session(model, [CUDA_PROVIDER, CPU_PROVIDER], None)
+    if session.get_providers()[0] != CUDA_PROVIDER:
+        raise BenchError("ONNX Runtime's CUDA provider could not start for the peer")
+    input_name = session.get_inputs()[0].name
+    session.run(None, {input_name: np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), np.float32)})  # warm-up
+    frame_bytes = info.width * info.height * 3
+    started = time.perf_counter()
+    decoder = FfmpegProcess(["-i", local_path(clip), "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                             "pipe:1"], "decoding for the peer", pipe_stdout=True)
+    # Same x264 preset and crf as trt-matte's encoder, so only the pipeline differs.
+    encoder = FfmpegProcess(["-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{info.width}x{info.height}",
+                             "-framerate", str(info.average_rate), "-i", "pipe:0", "-c:v", "libx264",
+                             "-preset", "veryfast", "-crf", str(DEFAULT_CRF), "-pix_fmt", "yuv420p", "-y",
+                             local_path(target)], "encoding for the peer", pipe_stdin=True)
+    frames = 0
+    try:
+        while len(chunk := decoder.process.stdout.read(frame_bytes)) == frame_bytes:
+            frame = np.frombuffer(chunk, np.uint8).reshape(info.height, info.width, 3)
+            encoder.process.stdin.write(peer_matte(session, input_name, frame).tobytes())
+            frames += 1
+        decoder.finish()
+        encoder.finish()
+    finally:
+        decoder.kill()
+        encoder.kill()
+    timing = Timing("e frame-by-frame, ORT CUDA", frames, time.perf_counter() - started)
+    return Outcome(timing.summary(), timing)
+
+
+def ratio_checks(report: Report, stages: dict[str, Timing | None], engine: list[Timing]) -> list[Check]:
+    """The two targets (printed with the table; recorded here); one without its stages is skipped."""
+    verdicts = []
+    parts = [stages["a"], max(engine, key=lambda timing: timing.fps, default=None), stages["c"]]
+    if stages["d"] is None or None in parts:
+        report.add("5 e2e / slowest stage", SKIP, "needs 5a, 5b, 5c and 5d")
+    else:
+        slowest = min(parts, key=lambda timing: timing.fps)
+        verdicts.append(Check(f"e2e / slowest ({slowest.stage[0]})", stages["d"].fps / slowest.fps,
+                              MIN_E2E_VS_SLOWEST, True, "", 3))
+    if stages["d"] is None or stages["e"] is None:
+        report.add("5 e2e / frame-by-frame", SKIP, "needs 5d and 5e")
+    else:
+        verdicts.append(Check("e2e / frame-by-frame", stages["d"].fps / stages["e"].fps, MIN_E2E_VS_PEER, True,
+                              "x", 1))
+    for verdict in verdicts:
+        report.add(f"5 {verdict.name}", PASS if verdict.passed else FAIL, f"{verdict.value:.3f}", echo=False)
+    return verdicts
+
+
+def print_table(timings: list[Timing], verdicts: list[Check]) -> None:
+    print()
+    print(f"{'stage':<40}{'frames':>7}{'seconds':>9}{'fps':>9}")
+    for timing in timings:
+        print(f"{timing.stage:<40}{timing.frames:>7}{timing.seconds:>9.2f}{timing.fps:>9.1f}")
+    print()
+    for verdict in verdicts:
+        print(verdict.line())
+
+
+def run_benchmarks(report: Report, args: argparse.Namespace, env: Environment, backend: Backend | None,
+                   work_dir: Path) -> tuple[list[Timing], list[Check]]:
+    made = report.attempt("5 test clip", make_1080p_clip, env.clip, args.frames, work_dir, needs={"a clip": env.clip})
+    clip, info = made or (None, None)
+    batch = backend.preferred_batch if backend else args.batch
+    gpu_ready = {"a GPU backend": backend, "the test clip": clip}
+    stages: dict[str, Timing | None] = {
+        "a": report.attempt("5a DALI decode+resize", bench_dali, clip, info, batch, env.dali,
+                            needs={"the test clip": clip})}
+    engine, masks = report.attempt("5b engine alone", bench_engine, backend, clip, info, args.frames,
+                                   needs=gpu_ready) or ([], None)
+    stages["c"] = report.attempt("5c ffmpeg encode", bench_encode, masks, info, work_dir / "encoded.mp4",
+                                 needs={"the 1080p masks of 5b": masks})
+    stages["d"] = report.attempt("5d end to end", bench_end_to_end, backend, clip, work_dir / "matte.mp4",
+                                 needs=gpu_ready)
+    stages["e"] = report.attempt("5e frame by frame", bench_frame_by_frame, env.model, clip, info,
+                                 work_dir / "peer.mp4", env.cuda_provider,
+                                 needs={"a model": env.model, "the test clip": clip})
+    timings = [timing for timing in (stages["a"], *engine, stages["c"], stages["d"], stages["e"]) if timing]
+    return timings, ratio_checks(report, stages, engine)
+
+
+def run_gpu_steps(report: Report, args: argparse.Namespace, env: Environment,
+                  work_dir: Path) -> tuple[list[Timing], list[Check]]:
+    if args.skip_tests:
+        report.add("2 gpu tests", SKIP, "--skip-tests")
+    else:
+        report.numbers["tests"] = report.attempt("2 gpu tests", run_gpu_tests)
+    report.numbers["engine"] = report.attempt("3 engine", build_engine, env.model, args.batch, env.tensorrt,
+                                              report.note, needs={"a model": env.model})
+    built = report.numbers["engine"] if env.tensorrt else "not needed"
+    backend = report.attempt("3 backend", open_gpu_backend, env, args.batch, report.note,
+                             needs={"a model": env.model, "the engine": built})
+    try:
+        report.numbers["accuracy"] = report.attempt("4 accuracy", check_accuracy, backend, env.model, env.clip,
+                                                    needs={"a GPU backend": backend, "a clip": env.clip})
+        return run_benchmarks(report, args, env, backend, work_dir)
+    finally:
+        if backend is not None:
+            backend.close()
+
+
+# ---- the run --------------------------------------------------------------------------
+
+def write_json(path: Path, args: argparse.Namespace, env: Environment, report: Report, timings: list[Timing],
+               verdicts: list[Check]) -> None:
+    document = {
+        "config": {"model": args.model or "default", "clip": str(args.clip), "frames": args.frames,
+                   "batch": args.batch},
+        "environment": asdict(env),
+        "steps": [asdict(line) for line in report.lines],
+        "results": report.numbers,
+        "stages": [{**asdict(timing), "fps": timing.fps} for timing in timings],
+        "ratios": [{**asdict(verdict), "passed": verdict.passed} for verdict in verdicts],
+    }
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="registry name or .onnx path (default: ../shared/models/u2netp.onnx "
+                        "beside the repository if present, else the registry default)")
+    parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP,
+                        help=f"source clip for accuracy and the 1080p test clip (default {DEFAULT_CLIP})")
+    parser.add_argument("--frames", type=positive_int, default=DEFAULT_FRAMES,
+                        help=f"frames in the 1080p test clip (default {DEFAULT_FRAMES})")
+    parser.add_argument("--batch", type=positive_int, default=DEFAULT_MAX_BATCH,
+                        help=f"the TensorRT engine's largest batch (default {DEFAULT_MAX_BATCH})")
+    parser.add_argument("--json", type=Path, help="also write every result to this file")
+    parser.add_argument("--skip-tests", action="store_true", help="do not run the GPU tests (step 2)")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of every failure")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = Report(args.debug)
+    env = check_environment(report, args)
+    timings: list[Timing] = []
+    verdicts: list[Check] = []
+    if env.gpu is None:
+        for step in ("2 gpu tests", "3 engine", "4 accuracy", "5 benchmarks"):
+            report.add(step, SKIP, "no GPU visible")
+    else:
+        with tempfile.TemporaryDirectory(prefix="gpu-check-") as work_dir:
+            timings, verdicts = run_gpu_steps(report, args, env, Path(work_dir))
+        if timings:
+            print_table(timings, verdicts)
+    if args.json:
+        write_json(args.json, args, env, report, timings, verdicts)
+    if env.gpu is None:
+        print("gpu_check: no GPU visible: nothing was checked", file=sys.stderr)
+        return EXIT_NO_GPU
+    print(f"\ngpu_check: {report.count(PASS)} passed, {report.count(FAIL)} failed, {report.count(SKIP)} skipped, "
+          f"{report.count(WARN)} warnings")
+    return EXIT_FAILED if report.count(FAIL) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
