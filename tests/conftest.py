@@ -158,3 +158,11 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason="needs an NVIDIA GPU (CUDA sees none here)")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+def with_display_rotation(ffmpeg: str, source: Path, target: Path, degrees: int) -> Path:
+    """A copy of ``source`` whose display matrix turns it ``degrees`` counter-clockwise,
+    as phones store portrait clips: same packets, only the metadata differs."""
+    subprocess.run([ffmpeg, "-v", "error", "-display_rotation", str(degrees), "-i", str(source), "-c", "copy",
+                    str(target)], check=True)
+    return target

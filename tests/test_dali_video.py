@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("nvidia.dali")
 
-from conftest import make_clip, mask_iou, mean_abs_error  # noqa: E402
+from conftest import make_clip, mask_iou, mean_abs_error, with_display_rotation  # noqa: E402
 from trt_matte.errors import MatteError  # noqa: E402
 from trt_matte.runtime.dali_video import (  # noqa: E402
     DaliFrameReader, _leading_real_frames, dali_available, nvdec_unsupported_reason)
@@ -113,9 +113,7 @@ def test_variable_frame_rate_yields_every_frame_once(ffmpeg_exe, tmp_path):
 @pytest.mark.parametrize("rotation,quarter_turns", [(90, 1), (-90, 3), (180, 2)])
 def test_rotated_source_comes_out_in_display_orientation(ffmpeg_exe, tmp_path, rotation, quarter_turns):
     upright = vp9_clip(ffmpeg_exe, tmp_path / "upright.mp4", size="320x240", frames=4)
-    rotated = tmp_path / "rotated.mp4"
-    subprocess.run([ffmpeg_exe, "-v", "error", "-display_rotation", str(rotation), "-i", str(upright),
-                    "-c", "copy", str(rotated)], check=True)
+    rotated = with_display_rotation(ffmpeg_exe, upright, tmp_path / "rotated.mp4", rotation)
     _, _, stored = read_dali(upright, 3)
     _, _, shown = read_dali(rotated, 3)
     # The same decoded pixels, turned exactly as np.rot90 turns them ...

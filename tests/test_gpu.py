@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import decode_gray, decode_rgb, make_clip, mask_iou, mean_abs_error, packet_times
+from conftest import (decode_gray, decode_rgb, make_clip, mask_iou, mean_abs_error, packet_times,
+                      with_display_rotation)
 
 pytestmark = pytest.mark.gpu
 
@@ -61,12 +62,9 @@ def test_gpu_video_frame_count_and_timestamps(tensorrt_backend, ffmpeg_exe, tmp_
 
 
 def test_gpu_video_rotated_source(tensorrt_backend, ffmpeg_exe, tmp_path):
-    import subprocess
     from trt_matte.runtime.video import matte_video
     upright = make_clip(ffmpeg_exe, tmp_path / "upright.mp4", size="640x360", frames=8)
-    rotated = tmp_path / "rotated.mp4"
-    subprocess.run([ffmpeg_exe, "-v", "error", "-display_rotation", "90", "-i", str(upright), "-c", "copy",
-                    str(rotated)], check=True)
+    rotated = with_display_rotation(ffmpeg_exe, upright, tmp_path / "rotated.mp4", 90)
     matte = decode_gray(ffmpeg_exe, matte_video(rotated, None, tensorrt_backend, progress=False).output)
     assert matte.shape == (8, 640, 360)
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import decode_gray, decode_rgb, make_clip, mask_iou, mean_abs_error, packet_times, video_size
+from conftest import (decode_gray, decode_rgb, make_clip, mask_iou, mean_abs_error, packet_times, video_size,
+                      with_display_rotation)
 from trt_matte.errors import MatteError
 from trt_matte.runtime.video import matte_video
 
@@ -97,9 +98,7 @@ def test_matte_follows_the_picture(ffmpeg_exe, tiny_backend, tmp_path):
 
 def test_rotated_source_gets_a_matte_in_display_orientation(ffmpeg_exe, tiny_backend, tmp_path):
     upright = make_clip(ffmpeg_exe, tmp_path / "upright.mp4", size="320x240", frames=4)
-    rotated = tmp_path / "rotated.mp4"
-    subprocess.run([ffmpeg_exe, "-v", "error", "-display_rotation", "90", "-i", str(upright), "-c", "copy",
-                    str(rotated)], check=True)
+    rotated = with_display_rotation(ffmpeg_exe, upright, tmp_path / "rotated.mp4", 90)
     matte = decode_gray(ffmpeg_exe, matte_video(rotated, None, tiny_backend, progress=False).output)
     shown = decode_rgb(ffmpeg_exe, rotated)  # ffmpeg applies the rotation, as players do
     assert matte.shape[1:] == shown.shape[1:3] == (320, 240)
