@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..engine.cuda import DeviceBuffer, Event, PinnedBuffer, copy_async
+from ..errors import MatteError
 from .dali_video import DaliFrameReader, dali_available, nvdec_unsupported_reason
 from .media import VideoInfo
 from .stages import QUEUE_DEPTH
@@ -64,15 +65,18 @@ class DeviceStages:
         batch_bytes = batch_size * self._frame_bytes
         self._slots = [_Slot(DeviceBuffer(batch_bytes), PinnedBuffer(batch_bytes), Event()) for _ in range(SLOTS)]
         self._next_slot = itertools.cycle(self._slots)
+        self._dali: DaliFrameReader | None = None
+        self._ffmpeg: FrameReader | None = None
         reason = None if dali_available() else "DALI is not installed"
         reason = reason or nvdec_unsupported_reason(source)
+        if reason is None:
+            try:
+                self._dali = DaliFrameReader(source, info.frame_count, batch_size, device_id=0)
+            except MatteError as refused:  # NVDEC or DALI turned the stream down
+                reason = str(refused)
         if reason:
             announce(f"note: {reason}; decoding with ffmpeg on the CPU instead")
-            self._ffmpeg: FrameReader | None = FrameReader(source)
-            self._dali = None
-        else:
-            self._ffmpeg = None
-            self._dali = DaliFrameReader(source, info.frame_count, batch_size, device_id=0)
+            self._ffmpeg = FrameReader(source)
 
     def batches(self) -> Iterator[_Batch]:
         if self._dali is not None:
