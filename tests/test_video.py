@@ -174,3 +174,36 @@ def test_unsupported_output_suffix(ffmpeg_exe, tiny_backend, tmp_path):
     with pytest.raises(MatteError, match="written as"):
         matte_video(source, tmp_path / "matte.avi", tiny_backend, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
+
+
+def audio_durations(path: Path) -> list[tuple[str, float]]:
+    with av.open(str(path)) as container:
+        return [(stream.codec_context.name, float(stream.duration * stream.time_base))
+                for stream in container.streams.audio]
+
+
+@pytest.mark.parametrize("codec,suffix,expected", [
+    ("aac", ".mp4", "aac"), ("pcm_s16le", ".mp4", "pcm_s16le"),  # copied as they are
+    ("libopus", ".mov", "aac"), ("flac", ".mov", "aac"),  # MOV cannot hold them: re-encoded
+])
+def test_source_audio_is_kept(ffmpeg_exe, tiny_backend, tmp_path, codec, suffix, expected):
+    clip = make_clip(ffmpeg_exe, tmp_path / "video.mp4", frames=25)
+    source = tmp_path / "with_audio.mkv"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-i", str(clip), "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
+                    "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", codec, str(source)], check=True)
+    result = matte_video(source, tmp_path / f"matte{suffix}", tiny_backend, progress=False)
+    ((name, seconds),) = audio_durations(result.output)
+    assert name == expected
+    assert seconds == pytest.approx(1.0, abs=0.05)
+    assert len(decode_gray(ffmpeg_exe, result.output)) == 25
+    assert packet_times(result.output) == pytest.approx(packet_times(source), abs=1e-3)
+
+
+def test_no_audio_drops_it(ffmpeg_exe, tiny_backend, tmp_path):
+    clip = make_clip(ffmpeg_exe, tmp_path / "video.mp4", frames=10)
+    source = tmp_path / "with_audio.mp4"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-i", str(clip), "-f", "lavfi", "-i", "sine=duration=0.4",
+                    "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(source)], check=True)
+    assert audio_durations(source)
+    result = matte_video(source, tmp_path / "matte.mp4", tiny_backend, progress=False, audio=False)
+    assert audio_durations(result.output) == []

@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output file, or a folder for <stem>.matte.mp4")
     video.add_argument("--crf", type=argparse_addons.Integer(0, 51), default=12,
                        help="x264 quality of the matte, lower is closer (default: 12)")
+    video.add_argument("--no-audio", action="store_true", help="leave the source's audio out of the matte")
     _add_engine_options(video)
 
     images = commands.add_parser("images", help="write a mask PNG (or an RGBA cutout) for every image in a folder")
@@ -123,7 +124,8 @@ def _run_video(args: argparse.Namespace) -> int:
     backend = _open_backend(args)
     started = time.monotonic()
     result = matte_video(args.input, args.output, backend, batch_size=args.batch,
-                         progress=not args.quiet, crf=args.crf, announce=lambda line: _status(args, line))
+                         progress=not args.quiet, crf=args.crf, audio=not args.no_audio,
+                         announce=lambda line: _status(args, line))
     seconds = time.monotonic() - started
     _status(args, f"wrote {result.output} ({result.frames} frames, {result.frames / seconds:.1f} frames/s)")
     return 0

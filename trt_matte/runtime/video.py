@@ -5,9 +5,9 @@
       --> constant-rate intermediate --PyAV remux with the source's own timestamps--> OUT
 
 The encoder sees frames on a pipe, which carries no timestamps, so the matte is first
-encoded at a constant rate with B-frames off (decode order = display order) and then
-every packet gets the source frame's exact timestamp: variable frame rates and
-start offsets survive, and the frame count is checked at every step.
+encoded at a constant rate with B-frames off and ``mux.write_container`` then stamps
+every packet with its source frame's exact time (variable frame rates and start
+offsets survive) and adds the source's audio. The frame count is checked at every step.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
-import av
 import numpy as np
 from tqdm import tqdm
 
@@ -26,6 +25,7 @@ from ..errors import MatteError
 from ..files import atomic_output, scratch_path
 from .ffmpeg_process import FfmpegProcess
 from .media import VideoInfo, local_path, probe_video
+from .mux import QUICKTIME_SUFFIXES, write_container
 from .stages import run_overlapped
 
 RGB_FRAME_BYTES = MODEL_SIZE * MODEL_SIZE * 3
@@ -37,7 +37,6 @@ DEFAULT_CRF = 12
 # The encoder shares the CPU with inference on the portable path: superfast costs about
 # half of veryfast's CPU per 1080p frame, for mattes ~1.7x larger at the same quality.
 ENCODER_PRESET = "superfast"
-QUICKTIME_SUFFIXES = (".mp4", ".m4v", ".mov")
 OUTPUT_SUFFIXES = (*QUICKTIME_SUFFIXES, ".mkv")
 
 
@@ -112,33 +111,6 @@ class MatteEncoder:
         self._ffmpeg.kill()
 
 
-def retime(encoded: Path, target: Path, info: VideoInfo) -> None:
-    """Copy the encoded packets into ``target``, each stamped with its source frame's time."""
-    # MP4/MOV store a start offset in the movie timescale (1/1000 s by default); the
-    # stream's own timescale keeps it exact (a .ts source starting at 1.4667 s, say).
-    options = {"movie_timescale": str(info.time_base.denominator)} \
-        if target.suffix.lower() in QUICKTIME_SUFFIXES else {}
-    with av.open(local_path(encoded)) as source, \
-            av.open(local_path(target), "w", options=options) as output:
-        in_stream = source.streams.video[0]
-        out_stream = output.add_stream_from_template(in_stream)
-        out_stream.time_base = info.time_base
-        packet_count = 0
-        for packet in source.demux(in_stream):
-            if packet.size == 0:
-                continue  # the demuxer's end-of-stream marker
-            if packet_count >= info.frame_count:
-                raise MatteError("the encoder produced more frames than the source has")
-            packet.stream = out_stream
-            packet.time_base = info.time_base
-            packet.pts = packet.dts = info.frame_pts[packet_count]
-            packet.duration = info.frame_durations[packet_count]
-            output.mux(packet)
-            packet_count += 1
-    if packet_count != info.frame_count:
-        raise MatteError(f"the encoder produced {packet_count} frames, the source has {info.frame_count}")
-
-
 @dataclass(frozen=True)
 class VideoResult:
     output: Path
@@ -205,9 +177,10 @@ def _stages_for(source: Path, info: VideoInfo, backend: Backend, batch_size: int
 
 
 def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_size: int | None = None,
-                progress: bool = True, crf: int = DEFAULT_CRF,
+                progress: bool = True, crf: int = DEFAULT_CRF, audio: bool = True,
                 announce: Callable[[str], None] = lambda message: None) -> VideoResult:
-    """Write the matte of ``source`` to ``output`` (default ``<stem>.matte.mp4`` beside it)."""
+    """Write the matte of ``source`` to ``output`` (default ``<stem>.matte.mp4`` beside it),
+    with the source's audio unless ``audio`` is False."""
     source = Path(source)
     output = _output_path(source, output)
     info = probe_video(source)
@@ -218,7 +191,7 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
             _encode(source, encoded, info, stages, progress, crf)
         finally:
             stages.close()
-        retime(encoded, partial, info)
+        write_container(encoded, partial, info, source if audio else None)
     return VideoResult(output, info.frame_count, info)
 
 

@@ -1,0 +1,131 @@
+"""The final container: the matte's packets stamped with the source's frame times,
+interleaved with the source's audio.
+
+The encoder reads masks from a pipe, which carries no timestamps, so the matte is
+encoded at a constant rate with B-frames off (decode order = display order) and every
+packet here gets its source frame's exact time: variable frame rates and start offsets
+survive. Audio streams are copied when the container can hold their codec, and
+re-encoded to AAC otherwise.
+"""
+from __future__ import annotations
+
+import heapq
+import io
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+
+from ..errors import MatteError
+from .media import VideoInfo, local_path
+
+QUICKTIME_SUFFIXES = (".mp4", ".m4v", ".mov")
+FALLBACK_AUDIO_CODEC = "aac"
+
+
+def _container_options(target: Path, info: VideoInfo) -> dict[str, str]:
+    # MP4/MOV store a start offset in the movie timescale (1/1000 s by default); the
+    # stream's own timescale keeps it exact (a .ts source starting at 1.4667 s, say).
+    if target.suffix.lower() in QUICKTIME_SUFFIXES:
+        return {"movie_timescale": str(info.time_base.denominator)}
+    return {}
+
+
+def _stamped_matte(matte: av.container.InputContainer, output: av.container.OutputContainer,
+                   info: VideoInfo) -> Iterator[tuple[Fraction, av.Packet]]:
+    in_stream = matte.streams.video[0]
+    out_stream = output.add_stream_from_template(in_stream)
+    out_stream.time_base = info.time_base
+
+    def packets() -> Iterator[tuple[Fraction, av.Packet]]:
+        count = 0
+        for packet in matte.demux(in_stream):
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream marker
+            if count >= info.frame_count:
+                raise MatteError("the encoder produced more frames than the source has")
+            packet.stream, packet.time_base = out_stream, info.time_base
+            packet.pts = packet.dts = info.frame_pts[count]
+            packet.duration = info.frame_durations[count]
+            count += 1
+            yield packet.pts * info.time_base, packet
+        if count != info.frame_count:
+            raise MatteError(f"the encoder produced {count} frames, the source has {info.frame_count}")
+    return packets()
+
+
+def _copied_audio(stream: av.AudioStream, source: av.container.InputContainer,
+                  output: av.container.OutputContainer) -> Iterator[tuple[Fraction, av.Packet]]:
+    out_stream = output.add_stream_from_template(stream)
+
+    def packets() -> Iterator[tuple[Fraction, av.Packet]]:
+        for packet in source.demux(stream):
+            if packet.size == 0 or packet.dts is None:
+                continue
+            packet.stream = out_stream
+            yield packet.dts * stream.time_base, packet
+    return packets()
+
+
+def _reencoded_audio(stream: av.AudioStream, source: av.container.InputContainer,
+                     output: av.container.OutputContainer) -> Iterator[tuple[Fraction, av.Packet]]:
+    out_stream = output.add_stream(FALLBACK_AUDIO_CODEC, rate=stream.rate, layout=stream.layout.name)
+    resampler = av.AudioResampler(format=out_stream.format.name, layout=stream.layout.name, rate=stream.rate)
+
+    def packets() -> Iterator[tuple[Fraction, av.Packet]]:
+        frames = (resampled for frame in source.decode(stream) for resampled in resampler.resample(frame))
+        for frame in [*frames, None]:  # None flushes the encoder
+            for packet in out_stream.encode(frame):
+                yield packet.dts * packet.time_base, packet
+    return packets()
+
+
+def _audio_streams(audio_from: Path, output: av.container.OutputContainer,
+                  readers: list[av.container.InputContainer]) -> list[Iterator[tuple[Fraction, av.Packet]]]:
+    """One packet iterator per audio stream, each on a demuxer of its own so the
+    streams can be read in step with the matte."""
+    with av.open(local_path(audio_from)) as probe:
+        audio_count = len(probe.streams.audio)
+    iterators = []
+    for position in range(audio_count):
+        readers.append(av.open(local_path(audio_from)))
+        stream = readers[-1].streams.audio[position]
+        copyable = _container_takes(output.format.name, stream)
+        iterators.append((_copied_audio if copyable else _reencoded_audio)(stream, readers[-1], output))
+    return iterators
+
+
+def _container_takes(format_name: str, stream: av.AudioStream) -> bool:
+    """Whether a ``format_name`` file can carry ``stream`` as it is. The muxer only
+    says so when it writes a header (MOV refuses Opus and FLAC that MP4 takes), so
+    try one in memory."""
+    trial = av.open(io.BytesIO(), "w", format=format_name)
+    try:
+        trial.add_stream_from_template(stream)
+        trial.start_encoding()
+        return True
+    except (av.error.FFmpegError, ValueError):
+        return False
+    finally:
+        try:
+            trial.close()
+        except av.error.FFmpegError:
+            pass
+
+
+def write_container(encoded: Path, target: Path, info: VideoInfo, audio_from: Path | None) -> None:
+    """Mux the encoded matte (and the audio of ``audio_from``, if given) into ``target``."""
+    readers: list[av.container.InputContainer] = []
+    try:
+        with av.open(local_path(encoded)) as matte, \
+                av.open(local_path(target), "w", options=_container_options(target, info)) as output:
+            streams = [_stamped_matte(matte, output, info)]
+            if audio_from:
+                streams += _audio_streams(audio_from, output, readers)
+            # Interleaved by time, so the muxer never buffers a whole stream.
+            for _, packet in heapq.merge(*streams, key=lambda timed: timed[0]):
+                output.mux(packet)
+    finally:
+        for reader in readers:
+            reader.close()
