@@ -244,8 +244,17 @@ def decode_for_model(path: Path, keep_rgb: bool) -> _Decoded:
     with Image.open(path) as image:
         image.load()
         rgb = to_rgb(ImageOps.exif_transpose(image))
-    model_input = np.asarray(rgb.resize((MODEL_SIZE, MODEL_SIZE), Image.Resampling.LANCZOS))
-    return _Decoded(model_input, rgb.size, rgb if keep_rgb else None)
+    return _Decoded(model_input(rgb), rgb.size, rgb if keep_rgb else None)
+
+
+def model_input(rgb: Image.Image) -> np.ndarray:
+    """rembg's downscale: antialiased LANCZOS to uint8 [320,320,3]."""
+    return np.asarray(rgb.resize((MODEL_SIZE, MODEL_SIZE), Image.Resampling.LANCZOS))
+
+
+def mask_at_size(mask_320: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """rembg's upscale: the 320x320 mask to ``size`` (width, height) with LANCZOS."""
+    return Image.fromarray(mask_320).resize(size, Image.Resampling.LANCZOS)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -259,7 +268,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _write_output(target: Path, mask_320: np.ndarray, decoded: _Decoded) -> None:
-    mask = Image.fromarray(mask_320).resize(decoded.size, Image.Resampling.LANCZOS)
+    mask = mask_at_size(mask_320, decoded.size)
     if decoded.rgb is not None:
         decoded.rgb.putalpha(mask)
         output = decoded.rgb

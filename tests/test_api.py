@@ -1,0 +1,84 @@
+"""The Python API, and the README's examples run as written."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT, decode_gray, decode_rgb, mask_iou, mean_abs_error
+from trt_matte import Matter, MatteError
+
+
+@pytest.fixture(scope="module")
+def matter(u2netp_path, tmp_path_factory):
+    home = tmp_path_factory.mktemp("rembg_home")
+    shutil.copy(u2netp_path, home / "u2netp.onnx")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("U2NET_HOME", str(home))  # found in rembg's cache, never downloaded
+        yield Matter(model="u2netp", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def short_clip(ffmpeg_exe, carphone_path, tmp_path_factory):
+    """The first 10 frames of the real clip: the model costs ~0.25 s a frame here."""
+    clip = tmp_path_factory.mktemp("short") / "short.mp4"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-i", str(carphone_path), "-frames:v", "10", "-c:v", "libx264",
+                    "-crf", "12", str(clip)], check=True)
+    return clip
+
+
+def test_mask_matches_the_cli_recipe_for_pil_and_numpy(matter, cpu_backend, ffmpeg_exe, carphone_path):
+    frame = decode_rgb(ffmpeg_exe, carphone_path, frames=1)[0]
+    from_numpy = matter.mask(frame)
+    from_pil = matter.mask(Image.fromarray(frame))
+    rgba = matter.mask(np.dstack([frame, np.full(frame.shape[:2], 255, np.uint8)]))
+    assert from_numpy.shape == frame.shape[:2] and from_numpy.dtype == np.uint8
+    assert np.array_equal(from_numpy, from_pil) and np.array_equal(from_numpy, rgba)
+    small = np.asarray(Image.fromarray(frame).resize((320, 320), Image.Resampling.LANCZOS))
+    expected = np.asarray(Image.fromarray(cpu_backend.run(small[None])[0]).resize(
+        (frame.shape[1], frame.shape[0]), Image.Resampling.LANCZOS))
+    assert np.array_equal(from_numpy, expected)
+
+
+def test_mask_rejects_other_arrays(matter):
+    with pytest.raises(MatteError, match="uint8"):
+        matter.mask(np.zeros((10, 10, 3), np.float32))
+
+
+def test_frames_pairs_every_frame_with_its_mask(matter, ffmpeg_exe, short_clip, tmp_path):
+    pairs = list(matter.frames(short_clip))
+    source = decode_rgb(ffmpeg_exe, short_clip)
+    assert [frame.shape for frame, _ in pairs] == [(144, 176, 3)] * 10
+    for (frame, mask), expected in zip(pairs, source):
+        assert np.array_equal(frame, expected)
+        assert mask.shape == (144, 176)
+    matte = decode_gray(ffmpeg_exe, matter.video(short_clip, tmp_path / "matte.mp4").output)
+    assert np.mean([mask_iou(mask, matte[index]) for index, (_, mask) in enumerate(pairs)]) >= 0.97
+    assert np.mean([mean_abs_error(mask, matte[index]) for index, (_, mask) in enumerate(pairs)]) <= 3
+
+
+def readme_examples() -> list[str]:
+    section = (REPO_ROOT / "README.md").read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+def test_readme_examples_run(u2netp_path, ffmpeg_exe, carphone_path, short_clip, tmp_path, monkeypatch):
+    examples = readme_examples()
+    assert len(examples) >= 2
+    home = tmp_path / "rembg_home"
+    home.mkdir()
+    shutil.copy(u2netp_path, home / "u2netp.onnx")
+    monkeypatch.setenv("U2NET_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(short_clip, tmp_path / "clip.mp4")
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(decode_rgb(ffmpeg_exe, carphone_path, frames=1)[0]).save(tmp_path / "photos" / "portrait.png")
+    namespace: dict = {}
+    for example in examples:
+        exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    assert (tmp_path / "clip.matte.mp4").is_file()
+    assert Image.open(tmp_path / "photos.masks" / "portrait.png").mode == "RGBA"
