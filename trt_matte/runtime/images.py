@@ -5,6 +5,9 @@ EXIF orientation, convert to RGB, resize to 320x320 with LANCZOS, run the matte 
 resize the mask back to the oriented image size with LANCZOS. Decoding runs in a small
 thread pool ahead of inference (Pillow releases the GIL while it decodes and resizes),
 with only a bounded number of images in flight.
+
+With a GPU backend and DALI installed, dali_images.py decodes and resizes on the GPU
+instead; it hands the files DALI cannot take back to the Pillow path here.
 """
 from __future__ import annotations
 
@@ -101,7 +104,7 @@ def process_images(input_dir: Path, output_dir: Path | None, backend: Backend, *
         for path, reason in plan.failed:
             _announce_failure(path, reason)
         bar.update(len(plan.failed) + plan.skipped)
-        processed = _matte_jobs(plan.jobs, backend, cutout, failed, bar)
+        processed = _matte_all(plan.jobs, backend, cutout, failed, bar)
     return ImagesReport(processed=processed, skipped=plan.skipped, failed=failed)
 
 
@@ -165,6 +168,22 @@ def _plan_outputs(sources: list[Path], input_dir: Path, output_dir: Path, overwr
 def _announce_failure(path: Path, reason: str) -> None:
     # tqdm.write keeps the line from tearing through the progress bar.
     tqdm.write(f"trt-matte: skipped {path}: {reason}", file=sys.stderr)
+
+
+def _matte_all(jobs: list[_Job], backend: Backend, cutout: bool, failed: list[tuple[Path, str]],
+               bar: tqdm) -> int:
+    """GPU backends get DALI's decoding and resizing (dali_images.py); others the Pillow path."""
+    if _decodes_with_dali(backend):
+        from .dali_images import matte_jobs_with_dali
+        return matte_jobs_with_dali(jobs, backend, cutout, failed, bar)
+    return _matte_jobs(jobs, backend, cutout, failed, bar)
+
+
+def _decodes_with_dali(backend: Backend) -> bool:
+    if not backend.takes_device_batches:
+        return False
+    from .dali_video import dali_available  # imports DALI: only worth it with a GPU backend
+    return dali_available()
 
 
 def _matte_jobs(jobs: list[_Job], backend: Backend, cutout: bool, failed: list[tuple[Path, str]],
@@ -268,10 +287,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _write_output(target: Path, mask_320: np.ndarray, decoded: _Decoded) -> None:
-    mask = mask_at_size(mask_320, decoded.size)
-    if decoded.rgb is not None:
-        decoded.rgb.putalpha(mask)
-        output = decoded.rgb
+    write_matte(target, mask_at_size(mask_320, decoded.size), decoded.rgb)
+
+
+def write_matte(target: Path, mask: Image.Image, rgb: Image.Image | None) -> None:
+    """Write ``mask`` as a grayscale PNG, or with ``rgb`` (same size) as an RGBA cutout, atomically."""
+    if rgb is not None:
+        rgb.putalpha(mask)
+        output = rgb
     else:
         output = mask
     try:
