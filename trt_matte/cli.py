@@ -18,10 +18,12 @@ from typing import Iterator
 import argparse_addons
 
 from . import __version__
-from .engine import BACKEND_CHOICES, DEVICE_CHOICES, Backend, BackendRequest, open_backend
+from .api import Matter
+from .engine import BACKEND_CHOICES, DEVICE_CHOICES
 from .build_engine.matte_graph import PRECISIONS
 from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE
 from .errors import MatteError
+from .runtime.smoothing import DEFAULT_STRENGTH, MAX_STRENGTH
 from .models import DEFAULT_MODEL, MODELS, cache_dir, resolve_model
 
 COMMANDS = ("build", "video", "images")
@@ -66,11 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     video = commands.add_parser("video", help="write the matte of a video (default: IN.matte.mp4 beside it)")
     video.add_argument("input", type=Path, metavar="IN", help="the source video")
-    video.add_argument("-o", "--output", type=Path, metavar="OUT",
-                       help="output file, or a folder for <stem>.matte.mp4")
+    # Two options: -o says where the files go, --output what is written.
+    video.add_argument("-o", dest="output", type=Path, metavar="OUT",
+                       help="output file (one --output kind), or a folder for <stem>.<kind> files "
+                            "(default: beside IN)")
+    video.add_argument("--output", dest="kinds", action="append", metavar="KIND[,KIND...]",
+                       help="what to write, several allowed: matte (IN.matte.mp4), green (IN.green.mp4, "
+                            "the source over --background), prores (IN.alpha.mov, ProRes 4444 + alpha), "
+                            "webm (IN.alpha.webm, VP9 + alpha), png (IN.png/000001.png..., RGBA); "
+                            "default: matte")
+    video.add_argument("--background", metavar="COLOUR|FILE",
+                       help="behind the green output: green (default), blue, black, white, #RRGGBB, "
+                            "or an image or video file (scaled to cover, centred; a shorter video loops)")
     video.add_argument("--crf", type=argparse_addons.Integer(0, 51), default=12,
-                       help="x264 quality of the matte, lower is closer (default: 12)")
-    video.add_argument("--no-audio", action="store_true", help="leave the source's audio out of the matte")
+                       help="x264 quality of the matte and green outputs, lower is closer (default: 12)")
+    video.add_argument("--no-audio", action="store_true", help="leave the source's audio out of the outputs")
+    video.add_argument("--smooth", type=argparse_addons.Integer(0, MAX_STRENGTH), default=0, metavar="K",
+                       help=f"temporal smoothing against flicker: a centred, motion-gated median over 2K+1 frames "
+                            f"({DEFAULT_STRENGTH} recommended; default 0, off)")
     _add_engine_options(video)
 
     images = commands.add_parser("images", help="write a mask PNG (or an RGBA cutout) for every image in a folder")
@@ -96,12 +111,11 @@ def _status(args: argparse.Namespace, message: str) -> None:
         print(f"trt-matte: {message}", file=sys.stderr, flush=True)
 
 
-def _open_backend(args: argparse.Namespace) -> Backend:
-    model = resolve_model(args.model, progress=not args.quiet)
-    backend = open_backend(BackendRequest(model.path, cache_dir(), args.backend, args.device, args.threads,
-                                          max_batch=args.batch, announce=lambda line: _status(args, line)))
-    _status(args, backend.describe(model.label))
-    return backend
+def _matter(args: argparse.Namespace) -> Matter:
+    matter = Matter(args.model, backend=args.backend, device=args.device, threads=args.threads, batch=args.batch,
+                    progress=not args.quiet, announce=lambda line: _status(args, line))
+    _status(args, matter.describe())
+    return matter
 
 
 def _run_build(args: argparse.Namespace) -> int:
@@ -118,25 +132,25 @@ def _run_build(args: argparse.Namespace) -> int:
 
 def _run_video(args: argparse.Namespace) -> int:
     from .runtime.media import probe_video
-    from .runtime.video import matte_video
+    from .runtime.outputs import parse_background, parse_outputs
 
-    probe_video(args.input)  # a bad input fails before any model work
-    backend = _open_backend(args)
+    # Bad options and a bad input fail before any model work.
+    kinds = parse_outputs(args.kinds)
+    background = parse_background(args.background, kinds)
+    probe_video(args.input)
+    matter = _matter(args)
     started = time.monotonic()
-    result = matte_video(args.input, args.output, backend, batch_size=args.batch,
-                         progress=not args.quiet, crf=args.crf, audio=not args.no_audio,
-                         announce=lambda line: _status(args, line))
+    result = matter.video(args.input, args.output, crf=args.crf, audio=not args.no_audio, batch=args.batch,
+                          outputs=kinds, background=background, smooth=args.smooth)
     seconds = time.monotonic() - started
-    _status(args, f"wrote {result.output} ({result.frames} frames, {result.frames / seconds:.1f} frames/s)")
+    written = ", ".join(str(path) for path in result.outputs.values())
+    _status(args, f"wrote {written} ({result.frames} frames, {result.frames / seconds:.1f} frames/s)")
     return 0
 
 
 def _run_images(args: argparse.Namespace) -> int:
-    from .runtime.images import process_images
-
-    backend = _open_backend(args)
-    report = process_images(args.input, args.output, backend, recursive=args.recursive,
-                            cutout=args.cutout, overwrite=args.overwrite, progress=not args.quiet)
+    report = _matter(args).images(args.input, args.output, recursive=args.recursive, cutout=args.cutout,
+                                  overwrite=args.overwrite)
     _status(args, f"{report.processed} written, {report.skipped} already there, {len(report.failed)} failed")
     return EXIT_FAILED if report.failed else 0
 

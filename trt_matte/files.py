@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -57,6 +58,48 @@ def atomic_output(final_path: Path) -> Iterator[Path]:
         temp_path.unlink(missing_ok=True)
         _remove_if_empty(created_folders)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(final_path: Path) -> Iterator[Path]:
+    """Like ``atomic_output``, for a folder of files: an empty temporary folder beside
+    ``final_path`` is yielded, and on success it takes the final name; a folder (or
+    file) already there is replaced only then. On any exception the temporary folder
+    and its contents are removed."""
+    final_path = Path(final_path)
+    created_folders = _missing_folders(final_path.parent)
+    temp_path = _temporary_name(final_path, "partial")
+    try:
+        try:
+            final_path.parent.mkdir(parents=True, exist_ok=True)
+            temp_path.mkdir()  # claims the name
+        except OSError as exc:
+            raise MatteError(f"cannot write {final_path}: {exc.strerror or exc}") from None
+        yield temp_path
+        _replace_with_folder(temp_path, final_path)
+    except BaseException:
+        shutil.rmtree(temp_path, ignore_errors=True)
+        _remove_if_empty(created_folders)
+        raise
+
+
+def _replace_with_folder(folder: Path, final_path: Path) -> None:
+    # os.replace cannot put a folder over a non-empty one: the old one steps aside
+    # under a hidden name first, and goes once the new one is in place.
+    if not final_path.exists() and not final_path.is_symlink():
+        os.replace(folder, final_path)
+        return
+    previous = _temporary_name(final_path, "previous")
+    os.replace(final_path, previous)
+    try:
+        os.replace(folder, final_path)
+    except BaseException:
+        os.replace(previous, final_path)
+        raise
+    if previous.is_dir() and not previous.is_symlink():
+        shutil.rmtree(previous, ignore_errors=True)
+    else:
+        previous.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ The encoder reads masks from a pipe, which carries no timestamps, so the matte i
 encoded at a constant rate with B-frames off (decode order = display order) and every
 packet here gets its source frame's exact time: variable frame rates and start offsets
 survive. Audio streams are copied when the container can hold their codec, and
-re-encoded to AAC otherwise.
+re-encoded otherwise: to AAC, or to Opus in WebM, which admits only Opus and Vorbis.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from .media import VideoInfo, local_path
 
 QUICKTIME_SUFFIXES = (".mp4", ".m4v", ".mov")
 FALLBACK_AUDIO_CODEC = "aac"
+# Containers whose audio must be re-encoded to something other than AAC.
+FALLBACK_AUDIO_CODECS = {"webm": "libopus"}
 
 
 def _container_options(target: Path, info: VideoInfo) -> dict[str, str]:
@@ -33,10 +35,14 @@ def _container_options(target: Path, info: VideoInfo) -> dict[str, str]:
 
 
 def _stamped_matte(matte: av.container.InputContainer, output: av.container.OutputContainer,
-                   info: VideoInfo) -> Iterator[tuple[Fraction, av.Packet]]:
+                   info: VideoInfo, keep_codec_tag: bool) -> Iterator[tuple[Fraction, av.Packet]]:
     in_stream = matte.streams.video[0]
     out_stream = output.add_stream_from_template(in_stream)
     out_stream.time_base = info.time_base
+    if keep_codec_tag:
+        # The template leaves the tag out, and MOV names the ProRes flavour only there:
+        # 4444 (ap4h) would be labelled 422 HQ (apch), which editors read without alpha.
+        out_stream.codec_context.codec_tag = in_stream.codec_context.codec_tag
 
     def packets() -> Iterator[tuple[Fraction, av.Packet]]:
         count = 0
@@ -68,10 +74,21 @@ def _copied_audio(stream: av.AudioStream, source: av.container.InputContainer,
     return packets()
 
 
+def _encodable_rate(codec_name: str, rate: int) -> int:
+    """``rate`` if the encoder takes it, else the nearest higher rate it takes (Opus
+    runs at 48 kHz and below only: 44.1 kHz becomes 48 kHz)."""
+    rates = av.codec.Codec(codec_name, "w").audio_rates
+    if not rates or rate in rates:
+        return rate
+    return min((higher for higher in rates if higher > rate), default=max(rates))
+
+
 def _reencoded_audio(stream: av.AudioStream, source: av.container.InputContainer,
                      output: av.container.OutputContainer) -> Iterator[tuple[Fraction, av.Packet]]:
-    out_stream = output.add_stream(FALLBACK_AUDIO_CODEC, rate=stream.rate, layout=stream.layout.name)
-    resampler = av.AudioResampler(format=out_stream.format.name, layout=stream.layout.name, rate=stream.rate)
+    codec_name = FALLBACK_AUDIO_CODECS.get(output.format.name, FALLBACK_AUDIO_CODEC)
+    rate = _encodable_rate(codec_name, stream.rate)
+    out_stream = output.add_stream(codec_name, rate=rate, layout=stream.layout.name)
+    resampler = av.AudioResampler(format=out_stream.format.name, layout=stream.layout.name, rate=rate)
 
     def packets() -> Iterator[tuple[Fraction, av.Packet]]:
         frames = (resampled for frame in source.decode(stream) for resampled in resampler.resample(frame))
@@ -120,7 +137,8 @@ def write_container(encoded: Path, target: Path, info: VideoInfo, audio_from: Pa
     try:
         with av.open(local_path(encoded)) as matte, \
                 av.open(local_path(target), "w", options=_container_options(target, info)) as output:
-            streams = [_stamped_matte(matte, output, info)]
+            same_family = encoded.suffix.lower() in QUICKTIME_SUFFIXES and target.suffix.lower() in QUICKTIME_SUFFIXES
+            streams = [_stamped_matte(matte, output, info, keep_codec_tag=same_family)]
             if audio_from:
                 streams += _audio_streams(audio_from, output, readers)
             # Interleaved by time, so the muxer never buffers a whole stream.

@@ -1,4 +1,4 @@
-"""Video in, matte video out, on ONNX Runtime (the portable path).
+"""Video in, matte video (and other deliverables) out, on ONNX Runtime (the portable path).
 
     ffmpeg (decode, RGB at source size, Lanczos to 320x320) --pipe--> batches
       --backend--> uint8 masks --pipe--> ffmpeg (Lanczos up to display size, H.264)
@@ -8,13 +8,14 @@ The encoder sees frames on a pipe, which carries no timestamps, so the matte is 
 encoded at a constant rate with B-frames off and ``mux.write_container`` then stamps
 every packet with its source frame's exact time (variable frame rates and start
 offsets survive) and adds the source's audio. The frame count is checked at every step.
+The same encoder process writes the composites and alpha videos (``outputs``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from fractions import Fraction
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -22,10 +23,11 @@ from tqdm import tqdm
 from ..build_engine.matte_graph import MODEL_SIZE
 from ..engine import Backend
 from ..errors import MatteError
-from ..files import atomic_output, scratch_path
 from .ffmpeg_process import FfmpegProcess
 from .media import VideoInfo, local_path, probe_video
-from .mux import QUICKTIME_SUFFIXES, write_container
+from .outputs import (DEFAULT_OUTPUTS, MATTE, Background, check_output_paths, encoder_arguments,
+                      encoding_purpose, output_paths, parse_background, parse_outputs, publish, staged_outputs)
+from .smoothing import MaskSmoother
 from .stages import run_overlapped
 
 RGB_FRAME_BYTES = MODEL_SIZE * MODEL_SIZE * 3
@@ -34,10 +36,6 @@ MASK_SIZE = f"{MODEL_SIZE}x{MODEL_SIZE}"
 # makes the mask sensitive to that choice (bilinear costs ~0.04 IoU against rembg).
 DOWNSCALE_FILTER = f"format=rgb24,scale={MODEL_SIZE}:{MODEL_SIZE}:flags=lanczos"
 DEFAULT_CRF = 12
-# The encoder shares the CPU with inference on the portable path: superfast costs about
-# half of veryfast's CPU per 1080p frame, for mattes ~1.7x larger at the same quality.
-ENCODER_PRESET = "superfast"
-OUTPUT_SUFFIXES = (*QUICKTIME_SUFFIXES, ".mkv")
 
 
 class FrameReader:
@@ -65,43 +63,34 @@ class FrameReader:
         self._ffmpeg.kill()
 
 
-def _encoder_filter(info: VideoInfo) -> str:
-    """Masks (320x320, or already full size) to the displayed picture's size, full range."""
-    # Full range keeps all 256 matte levels; 4:2:0 needs even sizes, so odd ones use 4:4:4.
-    chroma = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
-    # accurate_rnd: without it swscale's Lanczos biased the matte by ~0.5/255. On
-    # full-size masks the scale step only converts gray to full-range YUV.
-    steps = [f"scale={info.width}:{info.height}:flags=lanczos+accurate_rnd:out_range=pc", f"format={chroma}"]
-    if info.sample_aspect_ratio:
-        sar = info.sample_aspect_ratio
-        # setsar evaluates the ratio as a float; a large max brings the exact fraction back.
-        steps.append(f"setsar={sar.numerator}/{sar.denominator}:max={max(sar.numerator, sar.denominator)}")
-    return ",".join(steps)
-
-
 class MatteEncoder:
-    """ffmpeg brings masks to the displayed picture and encodes H.264, B-frames off.
+    """One ffmpeg process brings masks to the displayed picture and encodes every
+    deliverable from them: the matte (H.264, B-frames off) and, given the source,
+    composites and alpha videos (see ``outputs``).
 
-    By default masks arrive at 320x320 and ffmpeg upsizes them; with ``full_size``
-    they arrive finished (upsized on the GPU) at the displayed size. Both readers hand
-    over frames already turned to the display orientation, so the matte needs no turn.
+    ``targets`` is where the matte goes, or a mapping from deliverable to where the
+    encoder writes it. By default masks arrive at 320x320 and ffmpeg upsizes them; with
+    ``full_size`` they arrive finished (upsized on the GPU) at the displayed size. Both
+    readers hand over frames already turned to the display orientation, as ffmpeg's
+    autorotated decode of the source is, so masks and pictures line up unturned.
     """
 
-    def __init__(self, target: Path, info: VideoInfo, crf: int = DEFAULT_CRF, full_size: bool = False):
+    def __init__(self, targets: Path | Mapping[str, Path], info: VideoInfo, crf: int = DEFAULT_CRF,
+                 full_size: bool = False, *, source: Path | None = None, background: Background | None = None):
+        destinations = {MATTE: Path(targets)} if isinstance(targets, (str, os.PathLike)) else dict(targets)
         mask_size = f"{info.width}x{info.height}" if full_size else MASK_SIZE
+        self._purpose = encoding_purpose(destinations)
         self._ffmpeg = FfmpegProcess(
-            ["-f", "rawvideo", "-pix_fmt", "gray", "-s", mask_size,
-             "-framerate", str(info.average_rate), "-i", "pipe:0",
-             "-vf", _encoder_filter(info), "-c:v", "libx264", "-preset", ENCODER_PRESET,
-             "-crf", str(crf), "-bf", "0", "-color_range", "pc", "-y", local_path(target)],
-            "encoding the matte", pipe_stdin=True)
+            encoder_arguments(destinations, info, mask_size=mask_size, crf=crf, source=source,
+                              background=background),
+            self._purpose, pipe_stdin=True)
         self.frames_written = 0
 
     def write(self, masks: np.ndarray) -> None:
         try:
             self._ffmpeg.process.stdin.write(np.ascontiguousarray(masks).reshape(-1).data)
         except (BrokenPipeError, OSError):
-            raise MatteError(f"ffmpeg stopped while encoding the matte: {self._ffmpeg.error_text()}") from None
+            raise MatteError(f"ffmpeg stopped while {self._purpose}: {self._ffmpeg.error_text()}") from None
         self.frames_written += len(masks)
 
     def finish(self) -> None:
@@ -113,13 +102,10 @@ class MatteEncoder:
 
 @dataclass(frozen=True)
 class VideoResult:
-    output: Path
+    output: Path  # the first deliverable asked for
     frames: int
     info: VideoInfo
-
-
-def default_output(source: Path) -> Path:
-    return source.with_name(f"{source.stem}.matte.mp4")
+    outputs: dict[str, Path] = field(default_factory=dict)  # every deliverable: kind -> path
 
 
 class MatteStages(Protocol):
@@ -178,35 +164,46 @@ def _stages_for(source: Path, info: VideoInfo, backend: Backend, batch_size: int
 
 def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_size: int | None = None,
                 progress: bool = True, crf: int = DEFAULT_CRF, audio: bool = True,
-                announce: Callable[[str], None] = lambda message: None) -> VideoResult:
-    """Write the matte of ``source`` to ``output`` (default ``<stem>.matte.mp4`` beside it),
-    with the source's audio unless ``audio`` is False."""
+                outputs: Sequence[str] = DEFAULT_OUTPUTS, background: str | Background | None = None,
+                smooth: int = 0, announce: Callable[[str], None] = lambda message: None) -> VideoResult:
+    """Write the matte of ``source`` (and/or the other ``outputs``: green, prores, webm,
+    png) beside it or to ``output`` (a file for one deliverable, else a folder), with the
+    source's audio unless ``audio`` is False. ``background`` is the green output's:
+    a colour name, ``#RRGGBB`` or an image or video file (default green). ``smooth`` K > 0
+    applies a centred K-frame temporal median against flicker (``runtime.smoothing``)."""
     source = Path(source)
-    output = _output_path(source, output)
+    kinds = parse_outputs(outputs)
+    if not isinstance(background, Background):
+        background = parse_background(background, kinds)
+    targets = output_paths(source, output, kinds)
     info = probe_video(source)
-    _check_output(source, output)
-    with atomic_output(output) as partial, scratch_path(output, ".mkv") as encoded:
+    check_output_paths(source, targets)
+    with staged_outputs(targets) as staging:
         stages = _stages_for(source, info, backend, batch_size or backend.preferred_batch, announce)
         try:
-            _encode(source, encoded, info, stages, progress, crf)
+            _encode(source, staging.encoded, info, stages, progress, crf, background, MaskSmoother(smooth))
         finally:
             stages.close()
-        write_container(encoded, partial, info, source if audio else None)
-    return VideoResult(output, info.frame_count, info)
+        publish(staging, info, source if audio else None)
+    return VideoResult(targets[kinds[0]], info.frame_count, info, targets)
 
 
-def _encode(source: Path, encoded: Path, info: VideoInfo, stages: MatteStages, progress: bool, crf: int) -> None:
-    encoder = MatteEncoder(encoded, info, crf, full_size=stages.full_size)
+def _encode(source: Path, destinations: Mapping[str, Path], info: VideoInfo, stages: MatteStages, progress: bool,
+            crf: int, background: Background | None, smoother: MaskSmoother) -> None:
+    encoder = MatteEncoder(destinations, info, crf, full_size=stages.full_size, source=source, background=background)
     bar = tqdm(total=info.frame_count, unit="frame", desc=source.name, disable=True if not progress else None,
                dynamic_ncols=True)
 
-    def write(computed: Any) -> None:
-        masks = stages.masks(computed)
-        encoder.write(masks)
-        bar.update(len(masks))
+    def write_ready(masks: np.ndarray) -> None:
+        # The smoother holds back its lookahead frames, so a push may release none.
+        if len(masks):
+            encoder.write(masks)
+            bar.update(len(masks))
 
     try:
-        run_overlapped(stages.batches(), stages.compute, write)
+        run_overlapped(stages.batches(), stages.compute,
+                       lambda computed: write_ready(smoother.push(stages.masks(computed))))
+        write_ready(smoother.flush())
         encoder.finish()
     finally:
         bar.close()
@@ -214,20 +211,3 @@ def _encode(source: Path, encoded: Path, info: VideoInfo, stages: MatteStages, p
     if stages.frames_read() != info.frame_count:
         raise MatteError(f"{source}: decoded {stages.frames_read()} frames but the container lists "
                          f"{info.frame_count}; the file is damaged or truncated")
-
-
-def _output_path(source: Path, output: Path | None) -> Path:
-    if output is None:
-        return default_output(source)
-    output = Path(output)
-    return output / default_output(source).name if output.is_dir() else output
-
-
-def _check_output(source: Path, output: Path) -> None:
-    if output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise MatteError(f"cannot write {output.name}: the matte is written as {', '.join(OUTPUT_SUFFIXES)}")
-    if output.resolve() == source.resolve():
-        raise MatteError(f"the output would overwrite the input: {output}")
-    parent = output.parent
-    if parent.exists() and not parent.is_dir():
-        raise MatteError(f"cannot write {output}: {parent} is not a directory")
