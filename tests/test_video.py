@@ -207,3 +207,14 @@ def test_no_audio_drops_it(ffmpeg_exe, tiny_backend, tmp_path):
     assert audio_durations(source)
     result = matte_video(source, tmp_path / "matte.mp4", tiny_backend, progress=False, audio=False)
     assert audio_durations(result.output) == []
+
+
+def test_smoothing_keeps_every_frame_and_its_time(ffmpeg_exe, tiny_backend, tmp_path):
+    source = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", frames=13)
+    plain = matte_video(source, tmp_path / "plain.mp4", tiny_backend, batch_size=3, progress=False)
+    smooth = matte_video(source, tmp_path / "smooth.mp4", tiny_backend, batch_size=3, progress=False, smooth=2)
+    plain_matte, smooth_matte = decode_gray(ffmpeg_exe, plain.output), decode_gray(ffmpeg_exe, smooth.output)
+    assert len(smooth_matte) == len(plain_matte) == 13
+    assert packet_times(smooth.output) == packet_times(plain.output)
+    assert not np.array_equal(smooth_matte, plain_matte)  # the filter really ran
+    assert np.mean([mask_iou(a, b) for a, b in zip(smooth_matte, plain_matte)]) >= 0.9
