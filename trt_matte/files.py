@@ -6,7 +6,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import MatteError
 
@@ -35,52 +35,47 @@ def _remove_if_empty(folders: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(final_path: Path) -> Iterator[Path]:
+def _atomic(final_path: Path, claim: Callable[[Path], None], publish: Callable[[Path, Path], None],
+            discard: Callable[[Path], None]) -> Iterator[Path]:
+    final_path = Path(final_path)
+    created_folders = _missing_folders(final_path.parent)
+    temp_path = _temporary_name(final_path, "partial")
+    try:
+        try:
+            final_path.parent.mkdir(parents=True, exist_ok=True)
+            claim(temp_path)
+        except OSError as exc:
+            raise MatteError(f"cannot write {final_path}: {exc.strerror or exc}") from None
+        yield temp_path
+        publish(temp_path, final_path)
+    except BaseException:
+        discard(temp_path)
+        _remove_if_empty(created_folders)
+        raise
+
+
+def _claim_file(path: Path) -> None:
+    with open(path, "xb"):  # creates it with the user's umask; fails if it exists
+        pass
+
+
+def atomic_output(final_path: Path) -> contextlib.AbstractContextManager[Path]:
     """Yield a temporary path beside ``final_path``; rename it into place on success.
 
     On any exception, Ctrl-C included, the temporary file and any folders made for
     it are removed, so a failed run leaves nothing behind. The name is chosen before
     anything is created, so an interrupt at any point is covered by the cleanup.
     """
-    final_path = Path(final_path)
-    created_folders = _missing_folders(final_path.parent)
-    temp_path = _temporary_name(final_path, "partial")
-    try:
-        try:
-            final_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temp_path, "xb"):  # claims the name, with the user's umask
-                pass
-        except OSError as exc:
-            raise MatteError(f"cannot write {final_path}: {exc.strerror or exc}") from None
-        yield temp_path
-        os.replace(temp_path, final_path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        _remove_if_empty(created_folders)
-        raise
+    return _atomic(final_path, _claim_file, os.replace, lambda path: path.unlink(missing_ok=True))
 
 
-@contextlib.contextmanager
-def atomic_folder(final_path: Path) -> Iterator[Path]:
+def atomic_folder(final_path: Path) -> contextlib.AbstractContextManager[Path]:
     """Like ``atomic_output``, for a folder of files: an empty temporary folder beside
     ``final_path`` is yielded, and on success it takes the final name; a folder (or
     file) already there is replaced only then. On any exception the temporary folder
     and its contents are removed."""
-    final_path = Path(final_path)
-    created_folders = _missing_folders(final_path.parent)
-    temp_path = _temporary_name(final_path, "partial")
-    try:
-        try:
-            final_path.parent.mkdir(parents=True, exist_ok=True)
-            temp_path.mkdir()  # claims the name
-        except OSError as exc:
-            raise MatteError(f"cannot write {final_path}: {exc.strerror or exc}") from None
-        yield temp_path
-        _replace_with_folder(temp_path, final_path)
-    except BaseException:
-        shutil.rmtree(temp_path, ignore_errors=True)
-        _remove_if_empty(created_folders)
-        raise
+    return _atomic(final_path, Path.mkdir, _replace_with_folder,
+                   lambda path: shutil.rmtree(path, ignore_errors=True))
 
 
 def _replace_with_folder(folder: Path, final_path: Path) -> None:
