@@ -315,3 +315,27 @@ def test_stage_error_in_caller_thread_is_not_swallowed_by_a_sink_error_race():
     for _ in range(20):
         raised, _ = run_guarded(iter(range(10)), compute, sink)
         assert raised is compute_error or raised is sink_error
+
+
+def test_interrupt_while_waiting_for_the_writer_stops_it_first():
+    """Ctrl-C during the final join must not return while the writer still runs:
+    the GPU path frees the buffers the writer reads as soon as this call returns."""
+    written: list[int] = []
+
+    def slow_sink(item: int) -> None:
+        time.sleep(0.4)
+        written.append(item)
+
+    previous = signal.signal(signal.SIGALRM, lambda *args: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        # Three items: compute is done by ~0.4 s, the writer until ~1.2 s; the alarm at
+        # 0.7 s lands while the main thread joins the writer.
+        signal.setitimer(signal.ITIMER_REAL, 0.7)
+        with pytest.raises(KeyboardInterrupt):
+            run_overlapped(iter(range(3)), lambda item: item, slow_sink)
+        count_at_return = len(written)
+        time.sleep(1.0)
+        assert len(written) == count_at_return  # the writer had stopped before the call returned
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

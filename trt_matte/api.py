@@ -43,6 +43,18 @@ class Matter:
     def describe(self) -> str:
         return self.backend.describe(self.model_label)
 
+    def close(self) -> None:
+        """Release GPU buffers now rather than at exit (CPU backends hold none)."""
+        release = getattr(self.backend, "close", None)
+        if release is not None:
+            release()
+
+    def __enter__(self) -> "Matter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def video(self, source: str | Path, output: str | Path | None = None, *, crf: int = DEFAULT_CRF,
               audio: bool = True, batch: int | None = None, outputs: Sequence[str] = DEFAULT_OUTPUTS,
               background: str | None = None, smooth: int = 0) -> VideoResult:

@@ -33,7 +33,7 @@ FRAME_SHAPE_NAME = "frame_shape"
 BATCH_DIM = "batch"
 PRECISIONS = ("fp32", "fp16")
 # Bump when the recipe below changes, so cached graphs are rebuilt.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 # rembg guards the max division with 1e-6 on a 0..1 scale; we divide raw 0..255 values.
 MAX_GUARD = 1e-6
 RANGE_GUARD = 1e-12
@@ -118,7 +118,9 @@ def _upsize(source: str, target: str) -> tuple[list[onnx.NodeProto], list[onnx.T
         helper.make_node("Shape", [source], ["upsize_source_shape"]),
         helper.make_node("Slice", ["upsize_source_shape", "upsize_keep_from", "upsize_keep_to"],
                          ["upsize_batch_channel"]),
-        helper.make_node("Shape", [FRAME_SHAPE_NAME], ["upsize_height_width"]),
+        # TensorRT takes uint8 inputs only into a Cast; the cast copy is H*W bytes, negligible.
+        helper.make_node("Cast", [FRAME_SHAPE_NAME], ["upsize_frame_half"], to=TensorProto.FLOAT16),
+        helper.make_node("Shape", ["upsize_frame_half"], ["upsize_height_width"]),
         helper.make_node("Concat", ["upsize_batch_channel", "upsize_height_width"], ["upsize_sizes"], axis=0),
         # Bicubic up; the upscale filter barely moves the matte (the downscale is what matters).
         helper.make_node("Resize", [source, "upsize_empty", "upsize_empty", "upsize_sizes"], [target],

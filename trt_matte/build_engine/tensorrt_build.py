@@ -79,18 +79,22 @@ def _profile(builder: Any, spec: EngineSpec) -> Any:
     rgb = (MODEL_SIZE, MODEL_SIZE, 3)
     profile.set_shape(INPUT_NAME, (spec.min_batch, *rgb), (spec.opt_batch, *rgb), (spec.max_batch, *rgb))
     side = spec.max_frame_side
-    profile.set_shape(FRAME_SHAPE_NAME, (2, 2), (1080, 1920), (side, side))
+    profile.set_shape(FRAME_SHAPE_NAME, (1, 1), (1080, 1920), (side, side))
     return profile
 
 
 def _timing_cache(config: Any, path: Path) -> Any:
     """Load the per-GPU timing cache; a damaged or foreign one is replaced, not fatal."""
     previous = path.read_bytes() if path.is_file() else b""
-    cache = config.create_timing_cache(previous)
-    if not config.set_timing_cache(cache, False):
-        cache = config.create_timing_cache(b"")
-        if not config.set_timing_cache(cache, False):
-            raise MatteError("TensorRT refused an empty timing cache")
+    try:
+        cache = config.create_timing_cache(previous)
+        if cache is not None and config.set_timing_cache(cache, False):
+            return cache
+    except (RuntimeError, TypeError, ValueError):
+        pass  # unreadable bytes: start afresh below
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise MatteError("TensorRT refused an empty timing cache")
     return cache
 
 

@@ -62,11 +62,9 @@ class DeviceStages:
         # Both readers deliver display-oriented frames; the engine upsizes to the displayed size.
         self._width, self._height = info.width, info.height
         self._frame_bytes = self._width * self._height
-        batch_bytes = batch_size * self._frame_bytes
-        self._slots = [_Slot(DeviceBuffer(batch_bytes), PinnedBuffer(batch_bytes), Event()) for _ in range(SLOTS)]
-        self._next_slot = itertools.cycle(self._slots)
         self._dali: DaliFrameReader | None = None
         self._ffmpeg: FrameReader | None = None
+        self._slots: list[_Slot] = []
         reason = None if dali_available() else "DALI is not installed"
         reason = reason or nvdec_unsupported_reason(source)
         if reason is None:
@@ -77,6 +75,15 @@ class DeviceStages:
         if reason:
             announce(f"note: {reason}; decoding with ffmpeg on the CPU instead")
             self._ffmpeg = FrameReader(source)
+        # Allocated last, and released if allocation fails part-way: nothing leaks when set-up fails.
+        try:
+            batch_bytes = batch_size * self._frame_bytes
+            for _ in range(SLOTS):
+                self._slots.append(_Slot(DeviceBuffer(batch_bytes), PinnedBuffer(batch_bytes), Event()))
+        except BaseException:
+            self.close()
+            raise
+        self._next_slot = itertools.cycle(self._slots)
 
     def batches(self) -> Iterator[_Batch]:
         if self._dali is not None:

@@ -57,7 +57,7 @@ def run_overlapped(source: Iterable[Item], compute: Callable[[Item], Result],
     errors: list[BaseException] = []
     to_compute, to_sink = _Channel(failed), _Channel(failed)
 
-    def guarded(stage: Callable[[], None]) -> Callable[[], None]:
+    def guarded(stage: Callable[[], None], finished: threading.Event | None = None) -> Callable[[], None]:
         def run() -> None:
             try:
                 stage()
@@ -66,6 +66,9 @@ def run_overlapped(source: Iterable[Item], compute: Callable[[Item], Result],
             except BaseException as exc:  # handed to the calling thread, never lost
                 errors.append(exc)
                 failed.set()
+            finally:
+                if finished is not None:
+                    finished.set()
         return run
 
     def read() -> None:
@@ -77,14 +80,23 @@ def run_overlapped(source: Iterable[Item], compute: Callable[[Item], Result],
         while (result := to_sink.get()) is not _END:
             sink(result)
 
-    threads = [threading.Thread(target=guarded(stage), daemon=True) for stage in (read, write)]
-    for thread in threads:
-        thread.start()
+    # Each thread reports its end on an event: after a Thread.join() interrupted by a
+    # signal, a second join() can return while the thread still runs (CPython).
+    finished = [threading.Event(), threading.Event()]
+    for stage, done in zip((read, write), finished):
+        threading.Thread(target=guarded(stage, done), daemon=True).start()
     # Ctrl-C lands in this thread; guarded() records it like any failure, which
-    # releases the other stages from their queues so the joins below return.
+    # releases the other stages from their queues so the waits below return.
     guarded(lambda: _compute_all(to_compute, compute, to_sink))()
-    for thread in threads:
-        thread.join()
+    try:
+        for done in finished:
+            done.wait()
+    except BaseException:
+        # Ctrl-C while waiting for the writer: stop it before the caller frees what it reads.
+        failed.set()
+        for done in finished:
+            done.wait()
+        raise
     if errors:
         raise errors[0]
 
