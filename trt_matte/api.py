@@ -22,7 +22,7 @@ from .engine import Backend, BackendRequest, open_backend
 from .errors import MatteError
 from .models import cache_dir, resolve_model
 from .runtime.images import ImagesReport, mask_at_size, model_input, process_images, to_rgb
-from .runtime.media import local_path, probe_video
+from .runtime.media import VideoInfo, local_path, probe_video
 from .runtime.video import DEFAULT_CRF, DEFAULT_OUTPUTS, VideoResult, matte_video
 from .runtime.ffmpeg_process import FfmpegProcess
 
@@ -57,12 +57,12 @@ class Matter:
 
     def video(self, source: str | Path, output: str | Path | None = None, *, crf: int = DEFAULT_CRF,
               audio: bool = True, batch: int | None = None, outputs: Sequence[str] = DEFAULT_OUTPUTS,
-              background: str | None = None, smooth: int = 0) -> VideoResult:
+              background: str | None = None, smooth: int = 0, probed: VideoInfo | None = None) -> VideoResult:
         """Write the matte of a video (default ``<stem>.matte.mp4`` beside it) and/or the other
         ``outputs`` (green, prores, webm, png); see ``runtime.video.matte_video``."""
         return matte_video(Path(source), None if output is None else Path(output), self.backend, batch_size=batch,
                            progress=self.progress, crf=crf, audio=audio, outputs=outputs, background=background,
-                           smooth=smooth, announce=self.announce)
+                           smooth=smooth, probed=probed, announce=self.announce)
 
     def images(self, folder: str | Path, output: str | Path | None = None, *, recursive: bool = False,
                cutout: bool = False, overwrite: bool = False) -> ImagesReport:

@@ -137,11 +137,11 @@ def _run_video(args: argparse.Namespace) -> int:
     # Bad options and a bad input fail before any model work.
     kinds = parse_outputs(args.kinds)
     background = parse_background(args.background, kinds)
-    probe_video(args.input)
+    probed = probe_video(args.input)
     matter = _matter(args)
     started = time.monotonic()
     result = matter.video(args.input, args.output, crf=args.crf, audio=not args.no_audio, batch=args.batch,
-                          outputs=kinds, background=background, smooth=args.smooth)
+                          outputs=kinds, background=background, smooth=args.smooth, probed=probed)
     seconds = time.monotonic() - started
     written = ", ".join(str(path) for path in result.outputs.values())
     _status(args, f"wrote {written} ({result.frames} frames, {result.frames / seconds:.1f} frames/s)")

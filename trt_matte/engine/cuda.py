@@ -118,3 +118,17 @@ def copy_async(destination: int, source: int, nbytes: int, kind_name: str, strea
     cudart = runtime_api()
     kind = getattr(cudart.cudaMemcpyKind, kind_name)
     check(cudart.cudaMemcpyAsync(destination, source, nbytes, kind, stream.handle), "copying between host and GPU")
+
+
+def upload_batch(buffer: DeviceBuffer, rgb_batch: np.ndarray, frame_bytes: int, stream: Stream) -> int:
+    """Queue a host batch's copy into ``buffer`` on ``stream``; returns the buffer's address.
+
+    Queued on the engine's stream, the copy never overwrites a batch still being read;
+    from pageable memory it returns once the data is staged.
+    """
+    frames = np.ascontiguousarray(rgb_batch, dtype=np.uint8)
+    if frames.nbytes > buffer.nbytes:
+        raise ValueError(f"a batch of {frames.nbytes // frame_bytes} frames exceeds the input buffer "
+                         f"({buffer.nbytes // frame_bytes})")
+    copy_async(buffer.address, frames.ctypes.data, frames.nbytes, "cudaMemcpyHostToDevice", stream)
+    return buffer.address

@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, MODEL_SIZE, OUTPUT_NAME
 from ..errors import MatteError
-from .cuda import DeviceBuffer, Stream, copy_async
+from .cuda import DeviceBuffer, Stream, upload_batch
 from .onnxruntime_backend import CUDA_PROVIDER, OnnxRuntimeBackend, open_session
 
 RGB_BYTES = MODEL_SIZE * MODEL_SIZE * 3
@@ -31,12 +31,9 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
         self._frame_shape: DeviceBuffer | None = None
 
     def upload(self, rgb_batch: np.ndarray) -> int:
-        if len(rgb_batch) > self.preferred_batch:
-            raise ValueError(f"batch of {len(rgb_batch)} exceeds the input buffer ({self.preferred_batch})")
-        frames = np.ascontiguousarray(rgb_batch, dtype=np.uint8)
-        copy_async(self._input.address, frames.ctypes.data, frames.nbytes, "cudaMemcpyHostToDevice", self.stream)
+        address = upload_batch(self._input, rgb_batch, RGB_BYTES, self.stream)
         self.stream.synchronize()  # ONNX Runtime reads on its own stream
-        return self._input.address
+        return address
 
     def _frame_shape_buffer(self, height: int, width: int) -> int:
         # Only the shape is read, but the binding needs memory of that size.

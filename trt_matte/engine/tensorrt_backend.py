@@ -16,7 +16,7 @@ from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, MODEL_SIZE,
 from ..build_engine.tensorrt_build import import_tensorrt
 from ..errors import MatteError
 from . import Backend
-from .cuda import DeviceBuffer, Stream, copy_async
+from .cuda import DeviceBuffer, Stream, copy_async, upload_batch
 
 RGB_BYTES = MODEL_SIZE * MODEL_SIZE * 3
 
@@ -81,16 +81,8 @@ class TensorRTBackend(Backend):
             raise MatteError("TensorRT could not run the engine")
 
     def upload(self, rgb_batch: np.ndarray) -> int:
-        """Copy a host batch into the engine's input buffer; returns its device address.
-
-        The copy is queued on the engine's stream, so it never overwrites a batch the
-        engine is still reading; from pageable memory it returns once the data is staged.
-        """
-        if len(rgb_batch) > self.preferred_batch:
-            raise ValueError(f"batch of {len(rgb_batch)} exceeds the input buffer ({self.preferred_batch})")
-        frames = np.ascontiguousarray(rgb_batch, dtype=np.uint8)
-        copy_async(self._input.address, frames.ctypes.data, frames.nbytes, "cudaMemcpyHostToDevice", self.stream)
-        return self._input.address
+        """Copy a host batch into the engine's input buffer; returns its device address."""
+        return upload_batch(self._input, rgb_batch, RGB_BYTES, self.stream)
 
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
         """Host uint8 [N,320,320,3] in, host uint8 [N,320,320] masks out (the images path)."""

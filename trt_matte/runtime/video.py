@@ -165,18 +165,21 @@ def _stages_for(source: Path, info: VideoInfo, backend: Backend, batch_size: int
 def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_size: int | None = None,
                 progress: bool = True, crf: int = DEFAULT_CRF, audio: bool = True,
                 outputs: Sequence[str] = DEFAULT_OUTPUTS, background: str | Background | None = None,
-                smooth: int = 0, announce: Callable[[str], None] = lambda message: None) -> VideoResult:
+                smooth: int = 0, probed: VideoInfo | None = None,
+                announce: Callable[[str], None] = lambda message: None) -> VideoResult:
     """Write the matte of ``source`` (and/or the other ``outputs``: green, prores, webm,
     png) beside it or to ``output`` (a file for one deliverable, else a folder), with the
     source's audio unless ``audio`` is False. ``background`` is the green output's:
     a colour name, ``#RRGGBB`` or an image or video file (default green). ``smooth`` K > 0
-    applies a centred K-frame temporal median against flicker (``runtime.smoothing``)."""
+    applies a centred K-frame temporal median against flicker (``runtime.smoothing``).
+    ``probed`` is the source's ``probe_video`` result when the caller already has it:
+    probing walks every packet of the file."""
     source = Path(source)
     kinds = parse_outputs(outputs)
     if not isinstance(background, Background):
         background = parse_background(background, kinds)
     targets = output_paths(source, output, kinds)
-    info = probe_video(source)
+    info = probed or probe_video(source)
     check_output_paths(source, targets)
     with staged_outputs(targets) as staging:
         stages = _stages_for(source, info, backend, batch_size or backend.preferred_batch, announce)
