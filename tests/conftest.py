@@ -115,6 +115,53 @@ def write_tiny_u2net(path: Path) -> Path:
     return path
 
 
+def write_tiny_conv_u2net(path: Path) -> Path:
+    """A quantizable stand-in: U²-Net's interface and its building blocks (a strided conv,
+    ReLU, a Resize whose sizes come from Shape ops, a concatenation, a 1-channel head
+    conv, Sigmoid). Averaging weights keep the mask following the picture's brightness."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    generator = np.random.default_rng(7)
+    down = (np.full((8, 3, 3, 3), 1 / 27) * generator.uniform(0.5, 1.5, (8, 1, 1, 1))).astype(np.float32)
+    head = np.full((1, 11, 1, 1), 1 / 11, np.float32)
+    constants = [numpy_helper.from_array(down, "down.weight"), numpy_helper.from_array(np.zeros(8, np.float32), "down.bias"),
+                 numpy_helper.from_array(head, "head.weight"), numpy_helper.from_array(np.zeros(1, np.float32), "head.bias"),
+                 numpy_helper.from_array(np.zeros(0, np.float32), "empty"),
+                 numpy_helper.from_array(np.array([0], np.int64), "from"), numpy_helper.from_array(np.array([2], np.int64), "to"),
+                 numpy_helper.from_array(np.array([2], np.int64), "hw_from"), numpy_helper.from_array(np.array([4], np.int64), "hw_to")]
+    nodes = [
+        helper.make_node("Conv", ["input.1", "down.weight", "down.bias"], ["down"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["down"], ["down_relu"]),
+        helper.make_node("Shape", ["down_relu"], ["down_shape"]),
+        helper.make_node("Slice", ["down_shape", "from", "to"], ["batch_channels"]),
+        helper.make_node("Shape", ["input.1"], ["input_shape"]),
+        helper.make_node("Slice", ["input_shape", "hw_from", "hw_to"], ["height_width"]),
+        helper.make_node("Concat", ["batch_channels", "height_width"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["down_relu", "empty", "empty", "sizes"], ["up"], mode="linear",
+                         coordinate_transformation_mode="pytorch_half_pixel"),
+        helper.make_node("Concat", ["up", "input.1"], ["joined"], axis=1),
+        helper.make_node("Conv", ["joined", "head.weight", "head.bias"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["d0"]),
+    ]
+    heads = [f"d{index}" for index in range(7)]
+    nodes += [helper.make_node("Identity", ["d0"], [name]) for name in heads[1:]]
+    graph = helper.make_graph(
+        nodes, "tiny_conv_u2net", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 1, 320, 320]) for name in heads],
+        initializer=constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_conv_model(tmp_path_factory) -> Path:
+    return write_tiny_conv_u2net(tmp_path_factory.mktemp("tiny_conv") / "tiny_conv_u2net.onnx")
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return write_tiny_u2net(tmp_path_factory.mktemp("tiny") / "tiny_u2net.onnx")

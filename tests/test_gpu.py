@@ -39,6 +39,23 @@ def test_fp16_engine_matches_the_fp32_graph(tensorrt_backend, cpu_backend, carph
     assert np.mean([mask_iou(a, b) for a, b in zip(gpu_masks, cpu_masks)]) >= 0.98
 
 
+def test_int8_engine_from_a_calibration_matches_fp32(u2netp_path, cpu_backend, carphone_path, carphone_pictures,
+                                                     tmp_path):
+    """``build --precision int8``'s path: a calibration on the CPU, then an engine from its
+    TensorRT Q/DQ graph, no precision flags; masks checked against the CPU FP32 graph."""
+    pytest.importorskip("tensorrt")
+    from trt_matte.calibration import calibrate
+    from trt_matte.engine import BackendRequest, open_backend
+    report = calibrate(u2netp_path, "u2netp", [carphone_path], tmp_path, frames=24)
+    backend = open_backend(BackendRequest(u2netp_path, tmp_path, backend="tensorrt", device="cuda",
+                                          precision="int8", accept_below_gate=True))
+    assert backend.precision == "int8"
+    gpu_masks, cpu_masks = backend.run(carphone_pictures), cpu_backend.run(carphone_pictures)
+    iou = np.mean([mask_iou(a, b) for a, b in zip(gpu_masks, cpu_masks)])
+    assert iou >= 0.95, (iou, report.accuracy["tensorrt"])
+    assert np.mean([mean_abs_error(a, b) for a, b in zip(gpu_masks, cpu_masks)]) <= 4.0
+
+
 def test_gpu_video_matches_the_cpu_matte(tensorrt_backend, cpu_backend, ffmpeg_exe, carphone_path, tmp_path):
     from trt_matte.runtime.video import matte_video
     notes: list[str] = []

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .api import Matter  # noqa: E402  (after __version__, which the CLI imports)
+from .api import Matter, calibrate  # noqa: E402  (after __version__, which the CLI imports)
 from .errors import MatteError  # noqa: E402
 
-__all__ = ["Matter", "MatteError", "__version__"]
+__all__ = ["Matter", "MatteError", "calibrate", "__version__"]

@@ -8,6 +8,9 @@
     mask = matter.mask(Image.open("me.jpg")) # numpy or PIL in, uint8 HxW mask out
     for frame, mask in matter.frames("clip.mp4"):
         ...                                  # full-size RGB frame and its mask, in order
+
+    calibrate(["clip.mp4", "photos"], model="u2netp")   # INT8 from your own footage, then:
+    Matter(model="u2netp", precision="int8")
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from .calibration import DEFAULT_FRAMES, CalibrationReport
+from .calibration import calibrate as calibrate_model
 from .engine import Backend, BackendRequest, open_backend
 from .errors import MatteError
 from .models import cache_dir, resolve_model
@@ -31,14 +36,18 @@ class Matter:
     """One model on one backend, reused for every call."""
 
     def __init__(self, model: str | Path | None = None, *, backend: str = "auto", device: str = "auto",
-                 threads: int | None = None, batch: int | None = None, progress: bool = False,
+                 threads: int | None = None, batch: int | None = None, precision: str = "auto",
+                 force: bool = False, progress: bool = False,
                  announce: Callable[[str], None] = lambda message: None):
+        """``precision``: auto (FP16 on TensorRT, FP32 on ONNX Runtime), fp32, fp16, or int8 (after
+        ``calibrate``); ``force`` accepts an INT8 calibration below the accuracy gate."""
         resolved = resolve_model(None if model is None else str(model), progress=progress)
         self.model_label = resolved.label
         self.progress = progress
         self.announce = announce
-        self.backend: Backend = open_backend(BackendRequest(resolved.path, cache_dir(), backend, device, threads,
-                                                            max_batch=batch, announce=announce))
+        self.backend: Backend = open_backend(BackendRequest(
+            resolved.path, cache_dir(), backend, device, threads, max_batch=batch, announce=announce,
+            precision=precision, model_label=resolved.label, accept_below_gate=force))
 
     def describe(self) -> str:
         return self.backend.describe(self.model_label)
@@ -103,3 +112,13 @@ def _image_from_array(pixels: np.ndarray) -> Image.Image:
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (3, 4)):
         raise MatteError(f"expected a uint8 HxW, HxWx3 or HxWx4 array, got {pixels.dtype} {pixels.shape}")
     return Image.fromarray(pixels)
+
+
+def calibrate(inputs: Sequence[str | Path], *, model: str | Path | None = None, frames: int = DEFAULT_FRAMES,
+              seed: int = 0, progress: bool = False,
+              announce: Callable[[str], None] = lambda message: None) -> CalibrationReport:
+    """Quantize the model to INT8 on frames sampled from ``inputs`` (videos, images, folders)
+    and check it against FP32; ``precision="int8"`` then uses the result."""
+    resolved = resolve_model(None if model is None else str(model), progress=progress)
+    return calibrate_model(resolved.path, resolved.label, [Path(source) for source in inputs], cache_dir(),
+                           frames=frames, seed=seed, progress=progress, announce=announce)

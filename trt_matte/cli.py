@@ -19,14 +19,15 @@ import argparse_addons
 
 from . import __version__
 from .api import Matter
-from .engine import BACKEND_CHOICES, DEVICE_CHOICES
+from .calibration import DEFAULT_FRAMES, GATE_IOU
+from .engine import BACKEND_CHOICES, DEVICE_CHOICES, PRECISION_CHOICES
 from .build_engine.matte_graph import PRECISIONS
 from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE
 from .errors import MatteError
 from .runtime.smoothing import DEFAULT_STRENGTH, MAX_STRENGTH
 from .models import DEFAULT_MODEL, MODELS, cache_dir, resolve_model
 
-COMMANDS = ("build", "video", "images")
+COMMANDS = ("build", "video", "images", "calibrate")
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -44,6 +45,10 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
                        help="CPU inference threads (default: ONNX Runtime's choice)")
     group.add_argument("--batch", type=argparse_addons.Integer(1, 1024), metavar="N",
                        help="frames per inference call (default: 1 on the CPU, 16 on the GPU)")
+    group.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                       help="auto: fp16 on TensorRT, fp32 on ONNX Runtime; int8 needs 'trt-matte calibrate' first")
+    group.add_argument("--force", action="store_true",
+                       help=f"with --precision int8, use a calibration whose IoU against FP32 is below {GATE_IOU}")
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
 
 
@@ -58,13 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="build the TensorRT engine for this GPU (done on first use otherwise)")
     build.add_argument("--model", metavar="NAME|PATH",
                        help=f"one of {', '.join(MODELS)} (default {DEFAULT_MODEL}), or a rembg U²-Net .onnx file")
-    build.add_argument("--precision", choices=PRECISIONS, default="fp16", help="network precision (default: fp16)")
+    build.add_argument("--precision", choices=PRECISIONS, default="fp16",
+                       help="network precision (default: fp16); int8 builds from 'trt-matte calibrate''s graph")
     build.add_argument("--max-batch", type=argparse_addons.Integer(1, 256), default=DEFAULT_MAX_BATCH,
                        metavar="N", help=f"largest batch the engine takes (default: {DEFAULT_MAX_BATCH})")
     build.add_argument("--max-size", type=argparse_addons.Integer(64, 16384), default=DEFAULT_MAX_FRAME_SIDE,
                        metavar="PIXELS", help=f"largest frame side (default: {DEFAULT_MAX_FRAME_SIDE})")
-    build.add_argument("--force", action="store_true", help="rebuild even when a cached engine fits")
+    build.add_argument("--force", action="store_true",
+                       help=f"rebuild even when a cached engine fits; with int8, also accept a calibration "
+                            f"whose IoU against FP32 is below {GATE_IOU}")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress or status lines")
+
+    calibrate = commands.add_parser(
+        "calibrate", help="make an INT8 graph from frames of your own footage (then: --precision int8)")
+    calibrate.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
+                           help="videos, images or folders of images to sample frames from")
+    calibrate.add_argument("--frames", type=argparse_addons.Integer(4, 100000), default=DEFAULT_FRAMES, metavar="N",
+                           help=f"frames to calibrate on, spread over all inputs; a quarter as many more are "
+                                f"held back to check accuracy (default: {DEFAULT_FRAMES})")
+    calibrate.add_argument("--seed", type=argparse_addons.Integer(0, 2**32 - 1), default=0, metavar="S",
+                           help="which frames are drawn; the same seed gives the same graph (default: 0)")
+    calibrate.add_argument("--model", metavar="NAME|PATH",
+                           help=f"one of {', '.join(MODELS)} (default {DEFAULT_MODEL}), or a rembg U²-Net .onnx file")
+    calibrate.add_argument("-q", "--quiet", action="store_true", help="no progress bars; the report is still printed")
 
     video = commands.add_parser("video", help="write the matte of a video (default: IN.matte.mp4 beside it)")
     video.add_argument("input", type=Path, metavar="IN", help="the source video")
@@ -113,7 +134,8 @@ def _status(args: argparse.Namespace, message: str) -> None:
 
 def _matter(args: argparse.Namespace) -> Matter:
     matter = Matter(args.model, backend=args.backend, device=args.device, threads=args.threads, batch=args.batch,
-                    progress=not args.quiet, announce=lambda line: _status(args, line))
+                    precision=args.precision, force=args.force, progress=not args.quiet,
+                    announce=lambda line: _status(args, line))
     _status(args, matter.describe())
     return matter
 
@@ -123,10 +145,21 @@ def _run_build(args: argparse.Namespace) -> int:
 
     require_tensorrt_gpu()  # before a model download that would be wasted
     model = resolve_model(args.model, progress=not args.quiet)
-    request = BuildRequest(model.path, args.precision, args.max_batch, args.max_size)
+    request = BuildRequest(model.path, args.precision, args.max_batch, args.max_size, model_label=model.label,
+                           accept_below_gate=args.force)
     cached, spec = ensure_engine(request, cache_dir(), force=args.force, announce=lambda line: _status(args, line))
     if not cached.fresh:
         _status(args, f"already built for {model.label} on {spec.gpu.name}: {cached.path} (--force rebuilds)")
+    return 0
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from .api import calibrate
+
+    report = calibrate(args.inputs, model=args.model, frames=args.frames, seed=args.seed, progress=not args.quiet,
+                       announce=lambda line: _status(args, line))
+    for line in report.lines():
+        print(line)
     return 0
 
 
@@ -179,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_with_default_command(sys.argv[1:] if argv is None else argv))
     try:
         with _terminate_like_ctrl_c():
-            return {"build": _run_build, "video": _run_video, "images": _run_images}[args.command](args)
+            return {"build": _run_build, "video": _run_video, "images": _run_images,
+                    "calibrate": _run_calibrate}[args.command](args)
     except MatteError as exc:
         print(f"trt-matte: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

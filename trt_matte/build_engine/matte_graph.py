@@ -31,7 +31,8 @@ INPUT_NAME = "rgb"
 OUTPUT_NAME = "mask"
 FRAME_SHAPE_NAME = "frame_shape"
 BATCH_DIM = "batch"
-PRECISIONS = ("fp32", "fp16")
+# int8: the network is already a Q/DQ graph from ``trt-matte calibrate`` and is wrapped as is.
+PRECISIONS = ("fp32", "fp16", "int8")
 # Bump when the recipe below changes, so cached graphs are rebuilt.
 RECIPE_VERSION = 2
 # rembg guards the max division with 1e-6 on a 0..1 scale; we divide raw 0..255 values.
@@ -87,6 +88,20 @@ def _preprocess(network_input: str, opset: int) -> tuple[list[onnx.NodeProto], l
         helper.make_node("Transpose", ["pre_normalized"], [network_input], perm=[0, 3, 1, 2]),
     ]
     return nodes, constants
+
+
+def preprocessing_graph(opset: int) -> onnx.ModelProto:
+    """The recipe's first half alone: uint8 RGB [N,320,320,3] -> the network's float input
+    [N,3,320,320], so calibration feeds the network exactly what the matte graph does."""
+    nodes, constants = _preprocess("network_input", opset)
+    if opset >= 18:
+        constants.append(_constant("per_image_axes", np.array([1, 2, 3], dtype=np.int64)))
+    graph = helper.make_graph(
+        nodes, "trt_matte_preprocess",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [BATCH_DIM, MODEL_SIZE, MODEL_SIZE, 3])],
+        [helper.make_tensor_value_info("network_input", TensorProto.FLOAT, [BATCH_DIM, 3, MODEL_SIZE, MODEL_SIZE])],
+        initializer=constants)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="trt-matte")
 
 
 def _normalize_head(first_head: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
@@ -209,18 +224,22 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def matte_graph_path(model_path: Path, cache_dir: Path, precision: str = "fp32", upsize: bool = False) -> Path:
-    """Return the cached matte graph for a model file and variant, building it on first use."""
+def matte_graph_path(network_path: Path, cache_dir: Path, precision: str = "fp32", upsize: bool = False) -> Path:
+    """Return the cached matte graph for a network file and variant, building it on first use.
+
+    ``network_path`` is the model file, or for ``int8`` the Q/DQ network that
+    ``calibration.int8_network`` returns.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}")
-    if not model_path.is_file():
-        raise MatteError(f"model file not found: {model_path}")
-    digest = file_digest(model_path)[:16]
+    if not network_path.is_file():
+        raise MatteError(f"model file not found: {network_path}")
+    digest = file_digest(network_path)[:16]
     variant = f"{precision}-upsize" if upsize else precision
     target = cache_dir / "graphs" / f"matte-v{RECIPE_VERSION}-{variant}-{digest}.onnx"
     if target.is_file():
         return target
-    network = load_network(model_path)
+    network = load_network(network_path)
     if precision == "fp16":
         network = convert_network_to_fp16(network)
     atomic_write_bytes(target, build_matte_graph(network, upsize).SerializeToString())

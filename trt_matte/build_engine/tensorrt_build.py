@@ -1,7 +1,7 @@
 """Matte graph -> serialized TensorRT 11 engine, cached per GPU.
 
 TensorRT 11 networks are strongly typed: precision comes from the ONNX (the FP16
-graph), never from builder flags. The engine takes uint8 RGB [N,320,320,3] and a
+graph, or the Q/DQ graph from ``trt-matte calibrate`` for INT8), never from builder flags. The engine takes uint8 RGB [N,320,320,3] and a
 ``frame_shape`` [H,W] whose shape sets the output size, and returns uint8 mattes
 [N,H,W]: the smallest possible transfers on both sides.
 """
@@ -56,6 +56,9 @@ class BuildRequest:
     max_batch: int = DEFAULT_MAX_BATCH
     max_frame_side: int = DEFAULT_MAX_FRAME_SIDE
     workspace_bytes: int = DEFAULT_WORKSPACE
+    model_label: str | None = None
+    # int8: build from a calibration even when its IoU against FP32 is below the gate.
+    accept_below_gate: bool = False
 
 
 def engine_spec(graph_path: Path, request: BuildRequest, gpu: GpuIdentity, tensorrt_version: str) -> EngineSpec:
@@ -124,7 +127,10 @@ def ensure_engine(request: BuildRequest, cache_dir: Path, *, force: bool = False
                   announce: Callable[[str], None] = lambda message: None) -> tuple[CachedEngine, EngineSpec]:
     """The cached engine for ``request`` on this GPU, building it when none fits."""
     trt = require_tensorrt_gpu()
-    graph_path = matte_graph_path(request.model_path, cache_dir, request.precision, upsize=True)
+    from ..calibration import network_for
+    network = network_for(request.model_path, cache_dir, request.precision, "tensorrt",
+                          model_label=request.model_label, accept_below_gate=request.accept_below_gate)
+    graph_path = matte_graph_path(network, cache_dir, request.precision, upsize=True)
     spec = engine_spec(graph_path, request, current_gpu(), trt.__version__)
     cache = EngineCache(cache_dir)
     cached = None if force else cache.lookup(spec)

@@ -16,6 +16,8 @@ import numpy as np
 from ..errors import MatteError
 
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime")
+# auto: FP16 on TensorRT, FP32 on ONNX Runtime (whose CPU FP16 kernels are slower).
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
@@ -28,13 +30,14 @@ class Backend(abc.ABC):
     preferred_batch: int
     # GPU backends also take batches already in GPU memory (``enqueue``), zero-copy.
     takes_device_batches: bool = False
+    precision: str = "fp32"
 
     @abc.abstractmethod
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
         """uint8 [N,320,320,3] RGB -> uint8 [N,320,320] masks."""
 
     def describe(self, model_label: str) -> str:
-        return f"backend {self.name} on {self.device}, model {model_label}"
+        return f"backend {self.name} on {self.device}, model {model_label}, {self.precision}"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class BackendRequest:
     # TensorRT: the engine's largest batch (its profile); None keeps the default.
     max_batch: int | None = None
     announce: Callable[[str], None] = lambda message: None
+    precision: str = "auto"
+    model_label: str | None = None
+    # int8: use a calibration even when its IoU against FP32 is below the gate.
+    accept_below_gate: bool = False
 
 
 def open_backend(request: BackendRequest) -> Backend:
@@ -55,22 +62,39 @@ def open_backend(request: BackendRequest) -> Backend:
     auto: TensorRT when it is installed and a GPU is visible, else ONNX Runtime (which
     itself takes CUDA when onnxruntime-gpu can start, else the CPU).
     """
-    from ..build_engine.matte_graph import matte_graph_path
     from ..build_engine.tensorrt_build import tensorrt_available
     from .cuda import gpu_count
-    from .onnxruntime_backend import OnnxRuntimeBackend
 
-    if request.backend not in BACKEND_CHOICES or request.device not in DEVICE_CHOICES:
-        raise ValueError(f"unknown backend {request.backend!r} or device {request.device!r}")
+    if (request.backend not in BACKEND_CHOICES or request.device not in DEVICE_CHOICES
+            or request.precision not in PRECISION_CHOICES):
+        raise ValueError(f"unknown backend {request.backend!r}, device {request.device!r} "
+                         f"or precision {request.precision!r}")
     wants_tensorrt = request.backend == "tensorrt" or (
         request.backend == "auto" and request.device != "cpu" and tensorrt_available() and gpu_count() > 0)
-    if wants_tensorrt:
-        return _open_tensorrt(request)
-    graph = matte_graph_path(request.model_path, request.cache_dir)
+    backend = _open_tensorrt(request) if wants_tensorrt else _open_onnxruntime(request)
+    backend.precision = _resolved_precision(request.precision, wants_tensorrt)
+    return backend
+
+
+def _resolved_precision(precision: str, tensorrt: bool) -> str:
+    if precision != "auto":
+        return precision
+    return "fp16" if tensorrt else "fp32"
+
+
+def _open_onnxruntime(request: BackendRequest) -> Backend:
+    from ..build_engine.matte_graph import matte_graph_path
+    from ..calibration import network_for
+    from .onnxruntime_backend import OnnxRuntimeBackend
+
+    precision = _resolved_precision(request.precision, tensorrt=False)
+    network = network_for(request.model_path, request.cache_dir, precision, "cpu", model_label=request.model_label,
+                          accept_below_gate=request.accept_below_gate)
+    graph = matte_graph_path(network, request.cache_dir, precision)
     backend = OnnxRuntimeBackend(graph, device=request.device, threads=request.threads)
     if backend.device == "cuda" and gpu_pipeline_available():
         from .onnxruntime_cuda import OnnxRuntimeCudaBackend
-        upsizing = matte_graph_path(request.model_path, request.cache_dir, upsize=True)
+        upsizing = matte_graph_path(network, request.cache_dir, precision, upsize=True)
         return OnnxRuntimeCudaBackend(graph, upsizing, threads=request.threads)
     return backend
 
@@ -92,7 +116,9 @@ def _open_tensorrt(request: BackendRequest) -> Backend:
     if request.device == "cpu":
         raise MatteError("--backend tensorrt runs on an NVIDIA GPU; use --backend onnxruntime for the CPU")
     require_tensorrt_gpu()
-    build = BuildRequest(request.model_path, max_batch=request.max_batch or DEFAULT_MAX_BATCH)
+    build = BuildRequest(request.model_path, _resolved_precision(request.precision, tensorrt=True),
+                         max_batch=request.max_batch or DEFAULT_MAX_BATCH, model_label=request.model_label,
+                         accept_below_gate=request.accept_below_gate)
     cached, spec = ensure_engine(build, request.cache_dir, announce=request.announce)
     try:
         return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side)

@@ -235,14 +235,14 @@ def _collect_decoded(batch: list[tuple[_Job, Future[_Decoded]]], failed: list[tu
         try:
             ready.append((job, future.result()))
         except DECODE_ERRORS as exc:
-            reason = _decode_failure_reason(job.source, exc)
+            reason = decode_failure_reason(job.source, exc)
             failed.append((job.source, reason))
             _announce_failure(job.source, reason)
             bar.update()
     return ready
 
 
-def _decode_failure_reason(path: Path, error: Exception) -> str:
+def decode_failure_reason(path: Path, error: Exception) -> str:
     if isinstance(error, Image.UnidentifiedImageError):
         # Pillow's message repeats the path; say what it means instead.
         return "empty file" if _is_empty(path) else "not a readable image"

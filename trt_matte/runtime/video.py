@@ -39,12 +39,20 @@ DEFAULT_CRF = 12
 
 
 class FrameReader:
-    """ffmpeg decodes every frame (no duplicates, no drops) to 320x320 RGB on a pipe."""
+    """ffmpeg decodes every frame (no duplicates, no drops) to 320x320 RGB on a pipe.
 
-    def __init__(self, source: Path):
+    ``frame_numbers`` keeps only those frames (0-based, in decode order), dropped before
+    the resize so skipped frames cost only their decoding.
+    """
+
+    def __init__(self, source: Path, frame_numbers: Sequence[int] | None = None):
+        chain = DOWNSCALE_FILTER
+        if frame_numbers is not None:
+            wanted = "+".join(f"eq(n,{number})" for number in sorted(set(frame_numbers)))
+            chain = f"select='{wanted}',{DOWNSCALE_FILTER}"
         self._ffmpeg = FfmpegProcess(
             ["-i", local_path(source), "-map", "0:v:0", "-fps_mode", "passthrough",
-             "-vf", DOWNSCALE_FILTER, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+             "-vf", chain, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
             f"decoding {source.name}", pipe_stdout=True)
         self.frames_read = 0
 
