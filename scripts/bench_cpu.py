@@ -8,9 +8,12 @@ One run, one clip, one model, one thread count:
 3. trt-matte: ``matte_video`` on the test clip (decode, inference and encode overlapped);
 4. frame-by-frame: a rembg-style loop, one frame at a time with Pillow resizes and an
    ONNX Runtime session on the raw model file, between two ffmpeg pipes;
+5. model-only and trt-matte again with the INT8 graph, calibrated (untimed) on
+   ``--calibration-frames`` frames of ``--clip`` through ``trt_matte.calibrate``;
 
-then prints frames, seconds, fps and peak RSS per stage, and the three targets
-(end-to-end >= 0.90 x model-only, >= 1.15 x frame-by-frame, peak RSS <= 1.5 GB).
+then prints frames, seconds, fps and peak RSS per stage, the INT8 calibration's accuracy,
+and the targets (end-to-end >= 0.90 x model-only, >= 1.15 x frame-by-frame, peak RSS
+<= 1.5 GB, INT8 end-to-end >= 2 x FP32 end-to-end).
 
 Each stage runs in its own Python process (this script re-invoked with a hidden
 ``--stage``), so peak RSS is measured per stage. Session creation and one warm-up
@@ -21,6 +24,7 @@ non-zero only when the benchmark itself fails.
 Usage:
     python scripts/bench_cpu.py [--model NAME|PATH] [--threads N] [--frames N]
                                 [--batch N] [--clip PATH [--no-upscale]] [--json PATH]
+                                [--calibration-frames N | --no-int8]
 
     python scripts/bench_cpu.py                      # u2netp, 96 frames, ORT's default threads
     python scripts/bench_cpu.py --threads 1 --json bench.json
@@ -46,6 +50,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from trt_matte.build_engine.matte_graph import IMAGENET_MEAN, IMAGENET_STD, MODEL_SIZE, matte_graph_path
+from trt_matte.calibration import current_calibration, load_report, network_for
 from trt_matte.engine import Backend
 from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
 from trt_matte.errors import MatteError
@@ -63,9 +68,13 @@ DEFAULT_FRAMES = 96
 TEST_WIDTH, TEST_HEIGHT = 1920, 1080
 TEST_CLIP_CRF = 18
 
-STAGES = ("model-only", "trt-matte", "frame-by-frame")
+FP32_STAGES = ("model-only", "trt-matte", "frame-by-frame")
+INT8_STAGES = ("model-only int8", "trt-matte int8")
+STAGES = FP32_STAGES + INT8_STAGES
 MIN_E2E_VS_MODEL = 0.90
 MIN_E2E_VS_PEER = 1.15
+MIN_INT8_VS_FP32 = 2.0
+DEFAULT_CALIBRATION_FRAMES = 32
 MAX_RSS_MB = 1.5 * 1024
 # Above this share of the CPUs busy with other work, fps comparisons mean little.
 MAX_OTHERS_CPU = 0.10
@@ -87,6 +96,8 @@ class Plan:
 
     model: str
     graph: str
+    int8_graph: str | None
+    int8_accuracy: str | None
     clip: str
     clip_width: int
     clip_height: int
@@ -238,16 +249,16 @@ class ChildPeaks:
 
 # ---- stages (each runs in its own process) --------------------------------------------
 
-def _warm_backend(plan: Plan) -> tuple[Backend, int]:
-    """Open the matte graph's CPU backend and run it once: ORT sizes its buffers on the first run."""
-    backend = OnnxRuntimeBackend(Path(plan.graph), device="cpu", threads=plan.threads)
+def _warm_backend(plan: Plan, graph: str) -> tuple[Backend, int]:
+    """Open a matte graph's CPU backend and run it once: ORT sizes its buffers on the first run."""
+    backend = OnnxRuntimeBackend(Path(graph), device="cpu", threads=plan.threads)
     batch_size = plan.batch or backend.preferred_batch
     backend.run(np.zeros((batch_size, MODEL_SIZE, MODEL_SIZE, 3), np.uint8))
     return backend, batch_size
 
 
-def stage_model_only(plan: Plan) -> tuple[int, float]:
-    backend, batch_size = _warm_backend(plan)
+def stage_model_only(plan: Plan, graph: str) -> tuple[int, float]:
+    backend, batch_size = _warm_backend(plan, graph)
     frames = np.load(plan.batches)
     batches = [frames[start:start + batch_size] for start in range(0, len(frames), batch_size)]
     start = time.perf_counter()
@@ -256,8 +267,8 @@ def stage_model_only(plan: Plan) -> tuple[int, float]:
     return len(frames), time.perf_counter() - start
 
 
-def stage_trt_matte(plan: Plan) -> tuple[int, float]:
-    backend, batch_size = _warm_backend(plan)
+def stage_trt_matte(plan: Plan, graph: str) -> tuple[int, float]:
+    backend, batch_size = _warm_backend(plan, graph)
     start = time.perf_counter()
     result = matte_video(Path(plan.clip), Path(plan.work_dir) / "trt-matte.mp4", backend,
                          batch_size=batch_size, progress=False)
@@ -320,9 +331,11 @@ def stage_frame_by_frame(plan: Plan) -> tuple[int, float]:
 
 
 STAGE_FUNCTIONS = {
-    "model-only": stage_model_only,
-    "trt-matte": stage_trt_matte,
+    "model-only": lambda plan: stage_model_only(plan, plan.graph),
+    "trt-matte": lambda plan: stage_trt_matte(plan, plan.graph),
     "frame-by-frame": stage_frame_by_frame,
+    "model-only int8": lambda plan: stage_model_only(plan, plan.int8_graph),
+    "trt-matte int8": lambda plan: stage_trt_matte(plan, plan.int8_graph),
 }
 
 
@@ -360,6 +373,7 @@ def prepare(args: argparse.Namespace, work_dir: Path) -> Plan:
         raise BenchError(f"no such clip: {args.clip}")
     model = model_path(args.model)
     graph = matte_graph_path(model, cache_dir())
+    int8_graph, int8_accuracy = (None, None) if args.no_int8 else calibrated_graph(model, args)
     clip = args.clip
     if not args.no_upscale:
         clip = work_dir / f"test-{TEST_HEIGHT}p.mp4"
@@ -367,8 +381,28 @@ def prepare(args: argparse.Namespace, work_dir: Path) -> Plan:
     info = probe_video(clip)
     batches = work_dir / "batches.npy"
     save_model_batches(clip, batches)
-    return Plan(str(model), str(graph), str(clip), info.width, info.height, str(info.average_rate),
+    return Plan(str(model), str(graph), int8_graph, int8_accuracy, str(clip), info.width, info.height,
+                str(info.average_rate),
                 str(batches), str(work_dir), args.threads, args.batch)
+
+
+def calibrated_graph(model: Path, args: argparse.Namespace) -> tuple[str, str]:
+    """The INT8 matte graph, calibrated on frames of the source clip, and its accuracy line.
+
+    The calibration runs in its own process: a stage process forked from a parent that
+    held the calibration's memory would start with that peak RSS on record.
+    """
+    done = subprocess.run([sys.executable, "-m", "trt_matte", "calibrate", str(args.clip), "--model", str(model),
+                           "--frames", str(args.calibration_frames), "--quiet"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BenchError(f"calibration failed: {done.stderr.strip()}")
+    report = load_report(current_calibration(model, cache_dir(), model.name))
+    network = network_for(model, cache_dir(), "int8", "cpu", accept_below_gate=True)
+    accuracy = report.accuracy["cpu"]
+    line = (f"INT8 graph vs FP32 on {report.held_back_frames} held-back frames: IoU {accuracy.iou_mean:.4f} "
+            f"(min {accuracy.iou_min:.4f}), mean abs error {accuracy.mean_abs_error:.2f}/255, "
+            f"calibrated on {report.calibration_frames} frames")
+    return str(matte_graph_path(network, cache_dir(), "int8")), line
 
 
 @dataclass(frozen=True)
@@ -392,18 +426,22 @@ class Check:
 
 def checks(results: dict[str, StageResult]) -> list[Check]:
     e2e = results["trt-matte"]
-    return [
+    found = [
         Check("end-to-end / model-only", e2e.fps / results["model-only"].fps, MIN_E2E_VS_MODEL, True, "", 3),
         Check("end-to-end / frame-by-frame", e2e.fps / results["frame-by-frame"].fps, MIN_E2E_VS_PEER, True,
               "x", 3),
         Check("trt-matte peak RSS", e2e.rss_mb, MAX_RSS_MB, False, " MB", 0),
     ]
+    if "trt-matte int8" in results:
+        found.append(Check("INT8 / FP32 end-to-end", results["trt-matte int8"].fps / e2e.fps, MIN_INT8_VS_FP32,
+                           True, "x", 3))
+    return found
 
 
 def describe(plan: Plan) -> dict:
     return {"model": plan.model, "clip": f"{plan.clip_width}x{plan.clip_height}", "threads": plan.threads,
             "batch": plan.batch, "cpus": os.cpu_count(), "onnxruntime": ort.__version__,
-            "machine": platform.machine()}
+            "machine": platform.machine(), "int8_accuracy": plan.int8_accuracy}
 
 
 def print_report(config: dict, results: dict[str, StageResult], verdicts: list[Check]) -> None:
@@ -415,6 +453,8 @@ def print_report(config: dict, results: dict[str, StageResult], verdicts: list[C
     for name, result in results.items():
         print(f"{name:<16}{result.frames:>7}{result.seconds:>9.2f}{result.fps:>8.2f}{result.rss_mb:>13.0f}"
               f"{result.others_cpu:>10.0%}  ({result.python_mb:.0f} + {result.children_mb:.0f})")
+    if config["int8_accuracy"]:
+        print(config["int8_accuracy"])
     busiest = max(result.others_cpu for result in results.values())
     if busiest > MAX_OTHERS_CPU:
         print(f"warning: other processes kept up to {busiest:.0%} of the CPUs busy during a stage; "
@@ -450,6 +490,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-upscale", action="store_true",
                         help="use --clip as-is, every frame, instead of a 1080p test clip")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument("--calibration-frames", type=positive_int, default=DEFAULT_CALIBRATION_FRAMES,
+                        help=f"frames of --clip the INT8 graph is calibrated on (default {DEFAULT_CALIBRATION_FRAMES})")
+    parser.add_argument("--no-int8", action="store_true", help="leave out the INT8 stages")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -463,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-cpu-") as work_dir:
             plan = prepare(args, Path(work_dir))
-            results = {name: measure_stage(name, plan) for name in STAGES}
+            stages = FP32_STAGES if plan.int8_graph is None else STAGES
+            results = {name: measure_stage(name, plan) for name in stages}
         config = describe(plan)
         verdicts = checks(results)
         print_report(config, results, verdicts)
