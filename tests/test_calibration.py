@@ -124,6 +124,12 @@ def test_flavours_have_the_quantization_each_runtime_takes(tiny_calibration):
             assert values[dequantize.input[1]].shape == (values[dequantize.input[0]].shape[0],)
         if flavour == "tensorrt":
             assert all(not values[node.input[2]].any() for node in quantizers)  # symmetric: zero points 0
+            # The rest in FP16: FP16 Q/DQ scales (opset 19), and each convolution fed straight by DQs.
+            assert max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) >= 19
+            assert {values[node.input[1]].dtype for node in model.graph.node
+                    if node.op_type in ("QuantizeLinear", "DequantizeLinear")} == {np.dtype(np.float16)}
+            producers = {output: node for node in model.graph.node for output in node.output}
+            assert all(producers[name].op_type == "DequantizeLinear" for conv in convolutions for name in conv.input[:2])
             # TensorRT dequantizes only 8-bit tensors: biases stay float.
             assert all(values[node.input[0]].dtype == np.int8 for node in model.graph.node
                        if node.op_type == "DequantizeLinear" and node.input[0] in values)

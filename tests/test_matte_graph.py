@@ -123,7 +123,6 @@ def test_upsized_graph_returns_masks_at_the_frame_size(u2netp_path, cache_home, 
 
 def test_fp16_graph_matches_fp32_on_real_frames(u2netp_path, cache_home, ffmpeg_exe, carphone_path):
     """TensorRT 11 builds FP16 from FP16 ONNX types; the conversion must not cost the matte."""
-    pytest.importorskip("onnxconverter_common")
     from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
     frames = decode_rgb(ffmpeg_exe, carphone_path)[::15]
     pictures = np.stack([np.asarray(Image.fromarray(frame).resize((320, 320), Image.Resampling.LANCZOS))

@@ -14,18 +14,13 @@ from __future__ import annotations
 import warnings
 
 import onnx
-
-from ..errors import MatteError
+from onnxconverter_common import float16
 
 # FP16's largest finite value; the converter's default (1e4) would clip weights needlessly.
 FP16_MAX = 65504.0
 
 
 def convert_network_to_fp16(network: onnx.ModelProto) -> onnx.ModelProto:
-    try:
-        from onnxconverter_common import float16
-    except ImportError:
-        raise MatteError("FP16 graphs need onnxconverter-common: pip install 'trt-matte[gpu]'") from None
     with warnings.catch_warnings():
         # It warns once per weight smaller than FP16 can hold; those become +-1e-7, harmlessly.
         warnings.simplefilter("ignore", UserWarning)

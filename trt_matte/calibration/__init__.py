@@ -61,7 +61,7 @@ class CalibrationReport:
     held_back_frames: int
     frames_sha256: str
     inputs: list[str]
-    kept_fp32: dict[str, float]  # convolution -> its measured output SQNR in dB
+    not_quantized: dict[str, float]  # convolution -> its measured output SQNR in dB
     accuracy: dict[str, Accuracy]
     onnxruntime: str
     seconds: float
@@ -69,11 +69,11 @@ class CalibrationReport:
     folder: str = ""
 
     def lines(self) -> list[str]:
-        kept = ", ".join(f"{name} ({sqnr:.0f} dB)" for name, sqnr in self.kept_fp32.items()) or "none"
+        kept = ", ".join(f"{name} ({sqnr:.0f} dB)" for name, sqnr in self.not_quantized.items()) or "none"
         lines = [f"INT8 calibration of {self.model}: {self.calibration_frames} frames from "
                  f"{len(self.inputs)} input(s), seed {self.seed}, {self.method}; checked on "
                  f"{self.held_back_frames} held-back frames against FP32",
-                 f"  kept in FP32 (8-bit output SQNR below {SENSITIVE_SQNR_DB:.0f} dB): {kept}"]
+                 f"  left out of INT8 (8-bit output SQNR below {SENSITIVE_SQNR_DB:.0f} dB): {kept}"]
         for flavour, accuracy in self.accuracy.items():
             verdict = "ok" if accuracy.passes else f"BELOW the {GATE_IOU} gate (use --force to use it anyway)"
             lines.append(f"  {FLAVOUR_TITLES[flavour]}: IoU {accuracy.iou_mean:.4f} (min {accuracy.iou_min:.4f}), "
@@ -134,10 +134,10 @@ def calibrate(model_path: Path, model_label: str, inputs: Sequence[Path], cache_
         return _make_current(target)
     calibration_inputs = network_inputs(sample.calibration)
     announce(f"measuring how each convolution takes 8 bits ({min(SENSITIVITY_FRAMES, len(calibration_inputs))} frames)")
-    kept_fp32 = sensitive_convolutions(network, calibration_inputs)
+    not_quantized = sensitive_convolutions(network, calibration_inputs)
     with atomic_folder(target) as folder:
         networks = {}
-        for flavour, graph_bytes in quantize_flavours(network, calibration_inputs, sorted(kept_fp32),
+        for flavour, graph_bytes in quantize_flavours(network, calibration_inputs, sorted(not_quantized),
                                                       progress).items():
             networks[flavour] = folder / f"network-{flavour}.onnx"
             networks[flavour].write_bytes(graph_bytes)
@@ -147,7 +147,7 @@ def calibrate(model_path: Path, model_label: str, inputs: Sequence[Path], cache_
             model=model_label, model_sha256=file_digest(model_path), method=METHOD, seed=seed,
             calibration_frames=len(sample.calibration), held_back_frames=len(sample.held_back),
             frames_sha256=sample.digest(), inputs=list(sample.inputs),
-            kept_fp32={name: round(sqnr, 2) for name, sqnr in sorted(kept_fp32.items())},
+            not_quantized={name: round(sqnr, 2) for name, sqnr in sorted(not_quantized.items())},
             accuracy=accuracy, onnxruntime=onnxruntime.__version__,
             seconds=round(time.monotonic() - started, 1), skipped=list(sample.skipped), folder=str(target))
         (folder / REPORT_NAME).write_text(report.to_json())

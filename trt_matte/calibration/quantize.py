@@ -7,8 +7,7 @@ different activation types (measured on u2netp, 2-core x86 CPU with AVX-512 VNNI
   kernels are u8 x s8; the same graph with int8 activations ran at 0.85x FP32.
 - ``tensorrt``: int8 activations with zero point 0 (TensorRT takes only symmetric
   INT8 Q/DQ), int8 weights, float biases (TensorRT's DequantizeLinear takes no int32),
-  Q/DQ only in front of convolutions. The rest of that graph is FP32; TensorRT's
-  strongly typed build keeps it FP32 (an FP16 rest needs opset-19 FP16 Q/DQ scales).
+  Q/DQ only in front of convolutions, and everything else in FP16 (``with_fp16_rest``).
 
 Weights are per output channel and symmetric in both. Only the network is quantized;
 the matte graph's pre- and post-processing stay FP32 around it. Convolutions whose
@@ -36,6 +35,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper, version_converter
 from tqdm import tqdm
 
+from ..build_engine.fp16 import convert_network_to_fp16
 from ..build_engine.matte_graph import INPUT_NAME, MODEL_SIZE, load_network, preprocessing_graph
 from ..errors import MatteError
 
@@ -46,8 +46,9 @@ FLAVOURS = ("cpu", "tensorrt")
 # the convolutions' outputs, lost IoU (u2netp, held-out frames: 0.958 and 0.970 vs 0.975).
 TENSORRT_OPS = ["Conv"]
 METHOD = "minmax"
-# Per-channel weight Q/DQ needs the axis attribute of opset 13.
+# Per-channel weight Q/DQ needs the axis attribute of opset 13; FP16 Q/DQ scales need 19.
 MIN_OPSET = 13
+FP16_QDQ_OPSET = 19
 # Convolutions whose output SQNR under 8-bit quantization falls below this stay FP32.
 SENSITIVE_SQNR_DB = 15.0
 SENSITIVITY_FRAMES = 2
@@ -209,7 +210,7 @@ def _quiet_quantizer() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
-def quantize_flavours(network: onnx.ModelProto, inputs: np.ndarray, keep_fp32: list[str],
+def quantize_flavours(network: onnx.ModelProto, inputs: np.ndarray, not_quantized: list[str],
                       progress: bool = False) -> dict[str, bytes]:
     """Calibrate on ``inputs`` (float network inputs) and return each flavour's Q/DQ network."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -230,7 +231,7 @@ def quantize_flavours(network: onnx.ModelProto, inputs: np.ndarray, keep_fp32: l
                     str(source), str(target), _FrameFeed(_network_input(network), inputs, bar),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=keep_fp32,
+                    weight_type=QuantType.QInt8, nodes_to_exclude=not_quantized,
                     op_types_to_quantize=TENSORRT_OPS if symmetric else None,
                     calibrate_method=CalibrationMethod.MinMax,
                     extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
@@ -240,4 +241,17 @@ def quantize_flavours(network: onnx.ModelProto, inputs: np.ndarray, keep_fp32: l
                     **ranges)
             quantized[flavour] = target.read_bytes()
             progress = progress and not ranges
+    quantized["tensorrt"] = with_fp16_rest(onnx.load_from_string(quantized["tensorrt"])).SerializeToString()
     return quantized
+
+
+def with_fp16_rest(network: onnx.ModelProto) -> onnx.ModelProto:
+    """Everything outside the INT8 convolutions in FP16, as ModelOpt's default output is:
+    TensorRT's strongly typed build keeps each tensor's ONNX type, so an FP32 rest would
+    run in FP32. Opset 19 lets Q/DQ scales (and so the dequantized tensors) be FP16."""
+    try:
+        network = version_converter.convert_version(network, FP16_QDQ_OPSET)
+    except Exception as exc:  # the converter raises bare RuntimeErrors and ValidationErrors
+        raise MatteError(f"cannot convert the TensorRT Q/DQ graph to opset {FP16_QDQ_OPSET} ({exc})"
+                         .splitlines()[0]) from None
+    return convert_network_to_fp16(network)

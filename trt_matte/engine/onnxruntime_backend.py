@@ -45,7 +45,7 @@ def open_session(graph_path: Path, providers: list[str], threads: int | None) ->
 
 def _cuda_session(graph_path: Path, threads: int | None) -> ort.InferenceSession:
     if CUDA_PROVIDER not in ort.get_available_providers():
-        raise MatteError("--device cuda needs onnxruntime-gpu (pip install 'trt-matte[gpu]'); "
+        raise MatteError("--device cuda needs onnxruntime-gpu (pip uninstall onnxruntime && pip install onnxruntime-gpu); "
                          "the installed onnxruntime has no CUDA provider")
     session = open_session(graph_path, [CUDA_PROVIDER, CPU_PROVIDER], threads)
     # ORT quietly drops a provider it cannot initialise (no driver, no GPU): check.
