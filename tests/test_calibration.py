@@ -14,7 +14,7 @@ import pytest
 from onnx import numpy_helper
 from PIL import Image
 
-from trt_matte.build_engine.matte_graph import build_matte_graph
+from trt_matte.build_engine.matte_graph import build_matte_graph, matte_graph_path
 from trt_matte.calibration import GATE_IOU, REPORT_NAME, calibrate, int8_network, model_folder
 from trt_matte.calibration.quantize import prepare_network, with_static_resizes
 from trt_matte.calibration.sampling import HOLD_BACK_EVERY, Item, candidate_items, sample_frames, spread_sample
@@ -139,6 +139,21 @@ def test_flavours_have_the_quantization_each_runtime_takes(tiny_calibration):
             assert activation_dq and all(
                 "Conv" in {consumer.op_type for consumer in model.graph.node if dq.output[0] in consumer.input}
                 for dq in activation_dq)
+
+
+@pytest.mark.parametrize("flavour", ["cpu", "tensorrt"])
+def test_int8_matte_graphs_run_with_and_without_upsizing(tiny_calibration, tmp_path, flavour):
+    """The GPU backends wrap the Q/DQ networks in the upsizing graph (opset 19 for TensorRT)."""
+    clip, _, folder = tiny_calibration
+    frames = np.concatenate(list(FrameReader(clip).batches(4)))[:3]
+    network = folder / f"network-{flavour}.onnx"
+    plain = ort.InferenceSession(str(matte_graph_path(network, tmp_path, "int8")), providers=["CPUExecutionProvider"])
+    upsizing = ort.InferenceSession(str(matte_graph_path(network, tmp_path, "int8", upsize=True)),
+                                    providers=["CPUExecutionProvider"])
+    masks = plain.run(None, {"rgb": frames})[0]
+    same_size = upsizing.run(None, {"rgb": frames, "frame_shape": np.zeros((320, 320), np.uint8)})[0]
+    frame_size = upsizing.run(None, {"rgb": frames, "frame_shape": np.zeros((72, 96), np.uint8)})[0]
+    assert np.array_equal(masks, same_size) and frame_size.shape == (3, 72, 96)
 
 
 def test_same_seed_same_bytes_other_seed_other_frames(tiny_conv_model, tiny_calibration, tmp_path):

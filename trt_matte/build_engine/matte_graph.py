@@ -118,17 +118,22 @@ def _normalize_head(first_head: str, opset: int) -> tuple[list[onnx.NodeProto], 
     return nodes, constants
 
 
-def _upsize(source: str, target: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+def _upsize(source: str, target: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Resize [N,1,320,320] to [N,1,H,W], H and W taken from the shape of ``frame_shape``.
 
     Only the shape of that input is read, never its data: a dynamic output size
     without shape-tensor inputs, which TensorRT and ONNX Runtime both handle.
     """
     constants = [
-        _constant("upsize_empty", np.zeros(0, dtype=np.float32)),
         _constant("upsize_keep_from", np.array([0], dtype=np.int64)),
         _constant("upsize_keep_to", np.array([2], dtype=np.int64)),
     ]
+    # Opset 11 requires roi and scales (empty); from 13 they are omitted, and from 18 an
+    # empty scales tensor beside sizes is an error.
+    unused = ""
+    if opset < 13:
+        unused = "upsize_empty"
+        constants.append(_constant(unused, np.zeros(0, dtype=np.float32)))
     nodes = [
         helper.make_node("Shape", [source], ["upsize_source_shape"]),
         helper.make_node("Slice", ["upsize_source_shape", "upsize_keep_from", "upsize_keep_to"],
@@ -138,7 +143,7 @@ def _upsize(source: str, target: str) -> tuple[list[onnx.NodeProto], list[onnx.T
         helper.make_node("Shape", ["upsize_frame_half"], ["upsize_height_width"]),
         helper.make_node("Concat", ["upsize_batch_channel", "upsize_height_width"], ["upsize_sizes"], axis=0),
         # Bicubic up; the upscale filter barely moves the matte (the downscale is what matters).
-        helper.make_node("Resize", [source, "upsize_empty", "upsize_empty", "upsize_sizes"], [target],
+        helper.make_node("Resize", [source, unused, unused, "upsize_sizes"], [target],
                          mode="cubic", cubic_coeff_a=-0.5, coordinate_transformation_mode="half_pixel"),
     ]
     return nodes, constants
@@ -188,7 +193,7 @@ def build_matte_graph(network: onnx.ModelProto, upsize: bool = False) -> onnx.Mo
 
     stages = [_preprocess(network_input, opset), (list(graph.node), []), _normalize_head(first_head, opset)]
     if upsize:
-        stages.append(_upsize("post_unit", "post_upsized"))
+        stages.append(_upsize("post_unit", "post_upsized", opset))
     stages.append(_to_uint8("post_upsized" if upsize else "post_unit", opset))
     nodes = [node for stage_nodes, _ in stages for node in stage_nodes]
     constants = [constant for _, stage_constants in stages for constant in stage_constants]
