@@ -33,7 +33,7 @@ from .sampling import sample_frames
 DEFAULT_FRAMES = 200
 GATE_IOU = 0.97
 # Bump when sampling or quantization changes, so old calibrations are not reused.
-RECIPE = 1
+RECIPE = 2
 REPORT_NAME = "report.json"
 CURRENT_NAME = "current"
 FLAVOUR_TITLES = {"cpu": "ONNX Runtime (CPU) graph", "tensorrt": "TensorRT graph"}
