@@ -13,6 +13,7 @@ is a known pitfall that makes a frame's mask depend on its neighbours.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -221,7 +222,17 @@ def build_matte_graph(network: onnx.ModelProto, upsize: bool = False) -> onnx.Mo
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file, streamed so large models do not sit in memory twice."""
+    """SHA-256 of a file, streamed so large models do not sit in memory twice.
+
+    One run asks for the same model's digest several times (graph cache, INT8 folder,
+    report): it is computed once per file version (path, size, modification time).
+    """
+    status = Path(path).stat()
+    return _digest_of_version(str(Path(path).resolve()), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_of_version(path: str, size: int, modified_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
