@@ -44,16 +44,19 @@ def test_spread_sample_draws_one_item_per_stretch_and_follows_the_seed():
 
 
 def test_sampled_frames_are_the_inference_decode_of_the_chosen_frames(ffmpeg_exe, tmp_path):
-    clip = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", frames=40)
-    sample = sample_frames([clip], 12, seed=5)
-    chosen = spread_sample(candidate_items([clip]), 15, seed=5)
+    # 140 frames wanted from one clip: more than ffmpeg takes in a flat select expression.
+    clip = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="96x72", frames=170)
+    sample = sample_frames([clip], 112, seed=5)
+    chosen = spread_sample(candidate_items([clip]), 140, seed=5)
     every_frame = np.concatenate(list(FrameReader(clip).batches(8)))
     expected = every_frame[[item.frame for item in chosen]]
-    held = [index for index in range(15) if index % HOLD_BACK_EVERY == HOLD_BACK_EVERY - 1]
+    held = [index for index in range(140) if index % HOLD_BACK_EVERY == HOLD_BACK_EVERY - 1]
     assert np.array_equal(sample.held_back, expected[held])
     assert np.array_equal(sample.calibration, np.delete(expected, held, axis=0))
-    assert sample_frames([clip], 12, seed=5).digest() == sample.digest()
-    assert sample_frames([clip], 12, seed=6).digest() != sample.digest()
+    assert sample_frames([clip], 112, seed=5).digest() == sample.digest()
+    assert sample_frames([clip], 112, seed=6).digest() != sample.digest()
+    # The same clip named twice is sampled as once: no frame twice, none in both sets.
+    assert sample_frames([clip, tmp_path / ".." / tmp_path.name / "clip.mp4"], 112, seed=5).digest() == sample.digest()
 
 
 def test_sampling_mixes_videos_and_folders_and_skips_broken_images(ffmpeg_exe, tmp_path):
@@ -109,7 +112,9 @@ def tiny_calibration(tiny_conv_model, ffmpeg_exe, tmp_path_factory):
 
 
 def test_flavours_have_the_quantization_each_runtime_takes(tiny_calibration):
-    _, _, folder = tiny_calibration
+    _, report, folder = tiny_calibration
+    assert report.not_quantized["cpu"] == {}
+    assert list(report.not_quantized["tensorrt"].values()) == ["mask head, 1 output channel"]
     for flavour, activation_type in (("cpu", np.uint8), ("tensorrt", np.int8)):
         model = onnx.load(str(folder / f"network-{flavour}.onnx"))
         values = _initializers(model)
@@ -117,6 +122,9 @@ def test_flavours_have_the_quantization_each_runtime_takes(tiny_calibration):
         assert quantizers, flavour
         assert {values[node.input[2]].dtype for node in quantizers} == {np.dtype(activation_type)}
         convolutions = [node for node in model.graph.node if node.op_type == "Conv"]
+        assert len(convolutions) == 2
+        convolutions = [node for node in convolutions if node.name not in report.not_quantized[flavour]]
+        assert len(convolutions) == {"cpu": 2, "tensorrt": 1}[flavour]
         weights_dq = [next(node for node in model.graph.node if node.output[0] == conv.input[1])
                       for conv in convolutions]
         for dequantize in weights_dq:  # int8 weights, one scale per output channel
@@ -191,6 +199,18 @@ def test_gate_refuses_an_inaccurate_calibration_unless_forced(tiny_conv_model, t
         assert int8_network(tiny_conv_model, cache, "tensorrt") == folder / "network-tensorrt.onnx"
     finally:
         (folder / REPORT_NAME).write_text(original)
+
+
+def test_a_damaged_calibration_is_redone_not_reused(tiny_conv_model, tiny_calibration, tmp_path):
+    clip, report, _ = tiny_calibration
+    first = calibrate(tiny_conv_model, "tiny", [clip], tmp_path, frames=12, seed=1)
+    (Path(first.folder) / REPORT_NAME).write_text("{not json")
+    notes: list[str] = []
+    again = calibrate(tiny_conv_model, "tiny", [clip], tmp_path, frames=12, seed=1, announce=notes.append)
+    assert again.folder == first.folder and not any("reusing" in note for note in notes)
+    assert int8_network(tiny_conv_model, tmp_path, "cpu") == Path(first.folder) / "network-cpu.onnx"
+    with pytest.raises(MatteError, match="4 to 2000 frames"):
+        calibrate(tiny_conv_model, "tiny", [clip], tmp_path, frames=2)
 
 
 def test_int8_without_calibration_says_how_to_make_one(tiny_model, tmp_path):

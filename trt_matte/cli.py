@@ -19,7 +19,7 @@ import argparse_addons
 
 from . import __version__
 from .api import Matter
-from .calibration import DEFAULT_FRAMES, GATE_IOU
+from .calibration import DEFAULT_FRAMES, GATE_IOU, MAX_FRAMES, MIN_FRAMES
 from .engine import BACKEND_CHOICES, DEVICE_CHOICES, PRECISION_CHOICES
 from .build_engine.matte_graph import PRECISIONS
 from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE
@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="make an INT8 graph from frames of your own footage (then: --precision int8)")
     calibrate.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
                            help="videos, images or folders of images to sample frames from")
-    calibrate.add_argument("--frames", type=argparse_addons.Integer(4, 100000), default=DEFAULT_FRAMES, metavar="N",
+    calibrate.add_argument("--frames", type=argparse_addons.Integer(MIN_FRAMES, MAX_FRAMES), default=DEFAULT_FRAMES,
+                           metavar="N",
                            help=f"frames to calibrate on, spread over all inputs; a quarter as many more are "
                                 f"held back to check accuracy (default: {DEFAULT_FRAMES})")
     calibrate.add_argument("--seed", type=argparse_addons.Integer(0, 2**32 - 1), default=0, metavar="S",

@@ -26,14 +26,17 @@ import numpy as np
 from ..build_engine.matte_graph import file_digest, matte_graph_path
 from ..errors import MatteError
 from ..files import atomic_folder, atomic_write_bytes
-from .quantize import (METHOD, SENSITIVE_SQNR_DB, SENSITIVITY_FRAMES, network_inputs, prepare_network,
-                       quantize_flavours, sensitive_convolutions)
+from .quantize import (FLAVOURS, METHOD, SENSITIVE_SQNR_DB, SENSITIVITY_FRAMES, NetworkInputs,
+                       left_out_convolutions, prepare_network, quantize_flavours)
 from .sampling import sample_frames
 
 DEFAULT_FRAMES = 200
+MIN_FRAMES = 4
+# The sampled frames stay in memory as uint8 (250 MB per 800 with those held back).
+MAX_FRAMES = 2000
 GATE_IOU = 0.97
 # Bump when sampling or quantization changes, so old calibrations are not reused.
-RECIPE = 2
+RECIPE = 4
 REPORT_NAME = "report.json"
 CURRENT_NAME = "current"
 FLAVOUR_TITLES = {"cpu": "ONNX Runtime (CPU) graph", "tensorrt": "TensorRT graph"}
@@ -61,23 +64,23 @@ class CalibrationReport:
     held_back_frames: int
     frames_sha256: str
     inputs: list[str]
-    not_quantized: dict[str, float]  # convolution -> its measured output SQNR in dB
+    not_quantized: dict[str, dict[str, str]]  # flavour -> convolution -> why it was left out of INT8
     accuracy: dict[str, Accuracy]
     onnxruntime: str
     seconds: float
+    recipe: int
     skipped: list[str] = field(default_factory=list)
     folder: str = ""
 
     def lines(self) -> list[str]:
-        kept = ", ".join(f"{name} ({sqnr:.0f} dB)" for name, sqnr in self.not_quantized.items()) or "none"
         lines = [f"INT8 calibration of {self.model}: {self.calibration_frames} frames from "
                  f"{len(self.inputs)} input(s), seed {self.seed}, {self.method}; checked on "
-                 f"{self.held_back_frames} held-back frames against FP32",
-                 f"  left out of INT8 (8-bit output SQNR below {SENSITIVE_SQNR_DB:.0f} dB): {kept}"]
+                 f"{self.held_back_frames} held-back frames against FP32"]
         for flavour, accuracy in self.accuracy.items():
             verdict = "ok" if accuracy.passes else f"BELOW the {GATE_IOU} gate (use --force to use it anyway)"
             lines.append(f"  {FLAVOUR_TITLES[flavour]}: IoU {accuracy.iou_mean:.4f} (min {accuracy.iou_min:.4f}), "
                          f"mean abs error {accuracy.mean_abs_error:.2f}/255: {verdict}")
+            lines.append(f"    left out of INT8: {_left_out_summary(self.not_quantized[flavour])}")
         lines.append(f"  stored in {self.folder} ({self.seconds:.0f} s)")
         return lines
 
@@ -89,6 +92,16 @@ class CalibrationReport:
         fields = json.loads(text)
         fields["accuracy"] = {name: Accuracy(**values) for name, values in fields["accuracy"].items()}
         return cls(**fields)
+
+
+def _left_out_summary(left_out: dict[str, str]) -> str:
+    """'Conv_787 (8-bit output SQNR -6 dB); mask head, 1 output channel: Conv_945, ...'"""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in left_out.items():
+        by_reason.setdefault(reason, []).append(name)
+    parts = [f"{names[0]} ({reason})" if len(names) == 1 else f"{reason}: {', '.join(names)}"
+             for reason, names in by_reason.items()]
+    return "; ".join(parts) or f"nothing (every convolution above {SENSITIVE_SQNR_DB:.0f} dB SQNR)"
 
 
 def compare_masks(reference: np.ndarray, candidate: np.ndarray) -> Accuracy:
@@ -124,21 +137,22 @@ def calibrate(model_path: Path, model_label: str, inputs: Sequence[Path], cache_
     """Sample, quantize, check and store; the same inputs, seed and model give the same bytes."""
     import onnxruntime
 
+    if not MIN_FRAMES <= frames <= MAX_FRAMES:
+        raise MatteError(f"calibration takes {MIN_FRAMES} to {MAX_FRAMES} frames, not {frames}")
     started = time.monotonic()
     network = prepare_network(model_path)  # fails fast on a bad model, before any decoding
     sample = sample_frames([Path(source) for source in inputs], frames, seed, progress=progress, announce=announce)
     root = model_folder(model_path, cache_dir)
     target = root / f"{sample.digest()[:16]}-{METHOD}-r{RECIPE}"
-    if (target / REPORT_NAME).is_file():
+    if _is_complete(target):
         announce("these frames were calibrated before; reusing that calibration")
         return _make_current(target)
-    calibration_inputs = network_inputs(sample.calibration)
+    calibration_inputs = NetworkInputs(sample.calibration)
     announce(f"measuring how each convolution takes 8 bits ({min(SENSITIVITY_FRAMES, len(calibration_inputs))} frames)")
-    not_quantized = sensitive_convolutions(network, calibration_inputs)
+    not_quantized = left_out_convolutions(network, calibration_inputs)
     with atomic_folder(target) as folder:
         networks = {}
-        for flavour, graph_bytes in quantize_flavours(network, calibration_inputs, sorted(not_quantized),
-                                                      progress).items():
+        for flavour, graph_bytes in quantize_flavours(network, calibration_inputs, not_quantized, progress).items():
             networks[flavour] = folder / f"network-{flavour}.onnx"
             networks[flavour].write_bytes(graph_bytes)
         announce(f"checking both graphs against FP32 on {len(sample.held_back)} held-back frames")
@@ -147,11 +161,20 @@ def calibrate(model_path: Path, model_label: str, inputs: Sequence[Path], cache_
             model=model_label, model_sha256=file_digest(model_path), method=METHOD, seed=seed,
             calibration_frames=len(sample.calibration), held_back_frames=len(sample.held_back),
             frames_sha256=sample.digest(), inputs=list(sample.inputs),
-            not_quantized={name: round(sqnr, 2) for name, sqnr in sorted(not_quantized.items())},
-            accuracy=accuracy, onnxruntime=onnxruntime.__version__,
-            seconds=round(time.monotonic() - started, 1), skipped=list(sample.skipped), folder=str(target))
+            not_quantized=not_quantized, accuracy=accuracy, onnxruntime=onnxruntime.__version__,
+            seconds=round(time.monotonic() - started, 1), recipe=RECIPE, skipped=list(sample.skipped),
+            folder=str(target))
         (folder / REPORT_NAME).write_text(report.to_json())
     return _make_current(target)
+
+
+def _is_complete(folder: Path) -> bool:
+    """A calibration folder whose report reads, from this recipe, with both networks there."""
+    try:
+        report = load_report(folder)
+    except MatteError:
+        return False
+    return report.recipe == RECIPE and all((folder / f"network-{flavour}.onnx").is_file() for flavour in FLAVOURS)
 
 
 def _make_current(folder: Path) -> CalibrationReport:
@@ -182,11 +205,11 @@ def int8_network(model_path: Path, cache_dir: Path, flavour: str, *, model_label
     """The latest calibration's Q/DQ network for ``flavour`` ("cpu" or "tensorrt")."""
     label = model_label or model_path.name
     folder = current_calibration(model_path, cache_dir, label)
-    report = load_report(folder)
-    accuracy = report.accuracy.get(flavour)
+    if not _is_complete(folder):
+        raise MatteError(f"the INT8 calibration in {folder} is incomplete, damaged or from an older "
+                         "trt-matte: run 'trt-matte calibrate' again")
+    accuracy = load_report(folder).accuracy[flavour]
     network = folder / f"network-{flavour}.onnx"
-    if accuracy is None or not network.is_file():
-        raise MatteError(f"the INT8 calibration in {folder} is incomplete: run 'trt-matte calibrate' again")
     if not accuracy.passes and not accept_below_gate:
         raise MatteError(f"the INT8 {flavour} graph of {label} reached IoU {accuracy.iou_mean:.3f} against FP32 "
                          f"(needs {GATE_IOU}): calibrate on footage closer to yours, or pass --force")

@@ -7,11 +7,14 @@ different activation types (measured on u2netp, 2-core x86 CPU with AVX-512 VNNI
   kernels are u8 x s8; the same graph with int8 activations ran at 0.85x FP32.
 - ``tensorrt``: int8 activations with zero point 0 (TensorRT takes only symmetric
   INT8 Q/DQ), int8 weights, float biases (TensorRT's DequantizeLinear takes no int32),
-  Q/DQ only in front of convolutions, and everything else in FP16 (``with_fp16_rest``).
+  Q/DQ only in front of convolutions, and everything else in FP16 (``with_fp16_rest``;
+  onnxconverter-common keeps the Resizes FP32 behind casts, as in the FP16 graph).
 
 Weights are per output channel and symmetric in both. Only the network is quantized;
 the matte graph's pre- and post-processing stay FP32 around it. Convolutions whose
-output 8-bit quantization measurably ruins (``sensitive_convolutions``) stay FP32: in
+output 8-bit quantization measurably ruins (``sensitive_convolutions``), and in the
+TensorRT graph the mask head, are left out of INT8 (``left_out_convolutions``; FP32 in
+the CPU graph, FP16 in the TensorRT one): in
 U²-Net-p one decoder convolution reads a concatenation of a 0..17 tensor with a
 0..228 one, and a shared 8-bit scale wipes out the small half (output SQNR -5 dB, the
 whole mask lost; every other convolution measured above 22 dB).
@@ -62,14 +65,45 @@ def prepare_network(model_path: Path) -> onnx.ModelProto:
     network = load_network(model_path)
     input_name = _network_input(network)
     network = onnx.utils.Extractor(network).extract_model([input_name], [network.graph.output[0].name])
-    opset = next(op.version for op in network.opset_import if op.domain in ("", "ai.onnx"))
-    if opset < MIN_OPSET:
-        try:
-            network = version_converter.convert_version(network, MIN_OPSET)
-        except Exception as exc:  # the converter raises bare RuntimeErrors and ValidationErrors
-            raise MatteError(f"{model_path}: cannot convert opset {opset} to {MIN_OPSET} "
-                             f"for quantization ({exc})".splitlines()[0]) from None
-    return with_static_resizes(network)
+    if _opset(network) < MIN_OPSET:
+        network = _convert_opset(network, MIN_OPSET)
+    _name_every_node(network)
+    try:
+        return with_static_resizes(network)
+    except ort_errors() as exc:
+        raise MatteError(f"{model_path}: ONNX Runtime could not run the network ({exc})".splitlines()[0]) from None
+
+
+def _name_every_node(network: onnx.ModelProto) -> None:
+    """The quantizer's exclusions and the FP16 converter's casts go by node name: an
+    exporter's empty or repeated names would exclude or collide with each other."""
+    taken: set[str] = set()
+    for index, node in enumerate(network.graph.node):
+        if not node.name or node.name in taken:
+            node.name = f"{node.op_type}_trt_matte_{index}"
+        taken.add(node.name)
+
+
+def _opset(network: onnx.ModelProto) -> int:
+    return next(op.version for op in network.opset_import if op.domain in ("", "ai.onnx"))
+
+
+def _convert_opset(network: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """The network at ``opset``, with the IR version that opset needs (the converter keeps the old one)."""
+    try:
+        converted = version_converter.convert_version(network, opset)
+    except Exception as exc:  # the converter raises bare RuntimeErrors and ValidationErrors
+        raise MatteError(f"cannot convert the network from opset {_opset(network)} to {opset} "
+                         f"for quantization ({exc})".splitlines()[0]) from None
+    converted.ir_version = max(converted.ir_version, helper.find_min_ir_version_for(list(converted.opset_import)))
+    return converted
+
+
+def ort_errors() -> tuple[type[BaseException], ...]:
+    """ONNX Runtime's own exception types (pybind classes outside the RuntimeError tree)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+    return (state.Fail, state.InvalidArgument, state.InvalidGraph, state.RuntimeException,
+            state.NotImplemented, state.NoSuchFile, RuntimeError)
 
 
 def with_static_resizes(network: onnx.ModelProto) -> onnx.ModelProto:
@@ -92,14 +126,14 @@ def with_static_resizes(network: onnx.ModelProto) -> onnx.ModelProto:
               zip(tensors, _cpu_session(exposed).run(tensors, {_network_input(network): probe}))}
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(network)
-    for node in rewritten.graph.node:
-        if node.op_type != "Resize":
-            continue
+    resizes = [node for node in rewritten.graph.node if node.op_type == "Resize"]
+    for index, node in enumerate(resizes):
         source, target = shapes[node.input[0]], shapes[node.output[0]]
         scales = np.array([1.0, 1.0, target[2] / source[2], target[3] / source[3]], np.float32)
-        rewritten.graph.initializer.append(numpy_helper.from_array(scales, f"{node.name}_static_scales"))
+        name = f"trt_matte_static_scales_{index}"  # node names may be empty or repeated
+        rewritten.graph.initializer.append(numpy_helper.from_array(scales, name))
         del node.input[1:]
-        node.input.extend(["", f"{node.name}_static_scales"])  # no roi, scales, no sizes
+        node.input.extend(["", name])  # no roi, scales, no sizes
     # The Shape/Gather/Concat chains that computed the sizes are now dead: drop them.
     return onnx.utils.Extractor(rewritten).extract_model([_network_input(network)],
                                                          [output.name for output in network.graph.output])
@@ -110,12 +144,21 @@ def _network_input(network: onnx.ModelProto) -> str:
     return next(inp.name for inp in network.graph.input if inp.name not in initializer_names)
 
 
-def network_inputs(frames: np.ndarray) -> np.ndarray:
-    """uint8 RGB [N,320,320,3] -> float [N,3,320,320], through the matte graph's own preprocessing."""
-    session = ort.InferenceSession(preprocessing_graph(MIN_OPSET).SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {INPUT_NAME: frames[start:start + 16]})[0]
-                           for start in range(0, len(frames), 16)])
+class NetworkInputs:
+    """uint8 RGB frames [N,320,320,3] seen as the network's float inputs [1,3,320,320], one
+    at a time through the matte graph's own preprocessing (all at once would take 4x the
+    frames' memory in floats)."""
+
+    def __init__(self, frames: np.ndarray):
+        self.frames = frames
+        self._session = _cpu_session(preprocessing_graph(MIN_OPSET))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for frame in self.frames:
+            yield self._session.run(None, {INPUT_NAME: frame[None]})[0]
 
 
 def _cpu_session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -154,7 +197,27 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def sensitive_convolutions(network: onnx.ModelProto, inputs: np.ndarray) -> dict[str, float]:
+def left_out_convolutions(network: onnx.ModelProto, inputs: NetworkInputs) -> dict[str, dict[str, str]]:
+    """Per flavour, the convolutions kept out of INT8, each with the reason.
+
+    Both: any measured as ``sensitive_convolutions``. TensorRT also: the mask head (the
+    convolutions with a single output channel), which NVIDIA's quantizer leaves out or
+    advises to (tensorrt.md 2.1): an 8-bit 1-channel convolution gains nothing on a GPU.
+    On the CPU leaving them out changed no accuracy (u2netp, held-out IoU 0.978 both
+    ways) and cost ~4% end to end, so the CPU graph keeps them in INT8.
+    """
+    try:
+        sensitive = sensitive_convolutions(network, inputs)
+    except ort_errors() as exc:
+        raise MatteError(f"ONNX Runtime could not run the network ({exc})".splitlines()[0]) from None
+    measured = {name: f"8-bit output SQNR {sqnr:.0f} dB" for name, sqnr in sensitive.items()}
+    weights = {init.name: init for init in network.graph.initializer}
+    heads = {node.name: "mask head, 1 output channel" for node in network.graph.node
+             if node.op_type == "Conv" and node.input[1] in weights and weights[node.input[1]].dims[0] == 1}
+    return {"cpu": dict(sorted(measured.items())), "tensorrt": dict(sorted({**heads, **measured}.items()))}
+
+
+def sensitive_convolutions(network: onnx.ModelProto, inputs: NetworkInputs) -> dict[str, float]:
     """Convolutions whose output SQNR with 8-bit input and weights is below the bound, with
     that SQNR: each one measured alone on a few frames (the stricter symmetric int8 flavour)."""
     weights = {init.name: numpy_helper.to_array(init) for init in network.graph.initializer}
@@ -170,8 +233,8 @@ def sensitive_convolutions(network: onnx.ModelProto, inputs: np.ndarray) -> dict
         session = _cpu_session(exposed)
         names = [node.input[0] for node in chunk]
         alone = {node.name: _single_conv(node, opset) for node in chunk}
-        for frame in inputs[:SENSITIVITY_FRAMES]:
-            activations = dict(zip(names, session.run(names, {_network_input(network): frame[None]})))
+        for frame, _ in zip(inputs, range(SENSITIVITY_FRAMES)):
+            activations = dict(zip(names, session.run(names, {_network_input(network): frame})))
             for node in chunk:
                 feeds = {"x": activations[node.input[0]], "w": weights[node.input[1]]}
                 if len(node.input) > 2:
@@ -187,7 +250,7 @@ def sensitive_convolutions(network: onnx.ModelProto, inputs: np.ndarray) -> dict
 class _FrameFeed:
     """ONNX Runtime's CalibrationDataReader protocol over in-memory network inputs."""
 
-    def __init__(self, input_name: str, inputs: np.ndarray, bar: tqdm):
+    def __init__(self, input_name: str, inputs: NetworkInputs, bar: tqdm):
         self._feeds = iter(inputs)
         self._input_name = input_name
         self._bar = bar
@@ -197,7 +260,7 @@ class _FrameFeed:
         if frame is None:
             return None
         self._bar.update()
-        return {self._input_name: frame[None]}  # the exported network's batch is fixed at 1
+        return {self._input_name: frame}  # the exported network's batch is fixed at 1
 
 
 @contextlib.contextmanager
@@ -210,7 +273,7 @@ def _quiet_quantizer() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
-def quantize_flavours(network: onnx.ModelProto, inputs: np.ndarray, not_quantized: list[str],
+def quantize_flavours(network: onnx.ModelProto, inputs: NetworkInputs, left_out: dict[str, dict[str, str]],
                       progress: bool = False) -> dict[str, bytes]:
     """Calibrate on ``inputs`` (float network inputs) and return each flavour's Q/DQ network."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -231,7 +294,7 @@ def quantize_flavours(network: onnx.ModelProto, inputs: np.ndarray, not_quantize
                     str(source), str(target), _FrameFeed(_network_input(network), inputs, bar),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=not_quantized,
+                    weight_type=QuantType.QInt8, nodes_to_exclude=sorted(left_out[flavour]),
                     op_types_to_quantize=TENSORRT_OPS if symmetric else None,
                     calibrate_method=CalibrationMethod.MinMax,
                     extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
@@ -249,9 +312,4 @@ def with_fp16_rest(network: onnx.ModelProto) -> onnx.ModelProto:
     """Everything outside the INT8 convolutions in FP16, as ModelOpt's default output is:
     TensorRT's strongly typed build keeps each tensor's ONNX type, so an FP32 rest would
     run in FP32. Opset 19 lets Q/DQ scales (and so the dequantized tensors) be FP16."""
-    try:
-        network = version_converter.convert_version(network, FP16_QDQ_OPSET)
-    except Exception as exc:  # the converter raises bare RuntimeErrors and ValidationErrors
-        raise MatteError(f"cannot convert the TensorRT Q/DQ graph to opset {FP16_QDQ_OPSET} ({exc})"
-                         .splitlines()[0]) from None
-    return convert_network_to_fp16(network)
+    return convert_network_to_fp16(_convert_opset(network, FP16_QDQ_OPSET))

@@ -44,7 +44,11 @@ class Sample:
 
 
 def candidate_items(inputs: Sequence[Path]) -> list[Item]:
-    """Every picture the inputs hold, in order: videos frame by frame, folders image by image."""
+    """Every picture the inputs hold, in order: videos frame by frame, folders image by image.
+
+    A picture named twice (the same file given twice, an image inside a folder also
+    given) counts once, so it cannot land in both the calibration and held-back sets.
+    """
     items: list[Item] = []
     for source in inputs:
         if source.is_dir():
@@ -56,7 +60,7 @@ def candidate_items(inputs: Sequence[Path]) -> list[Item]:
             items.append(Item(source))
         else:
             items.extend(Item(source, number) for number in range(probe_video(source).frame_count))
-    return items
+    return list(dict.fromkeys(Item(item.path.resolve(), item.frame) for item in items))
 
 
 def spread_sample(items: list[Item], count: int, seed: int) -> list[Item]:
@@ -69,10 +73,13 @@ def spread_sample(items: list[Item], count: int, seed: int) -> list[Item]:
     return [items[int(generator.integers(start, stop))] for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
-def _decode_video_frames(path: Path, numbers: list[int]) -> dict[int, np.ndarray]:
+def _decode_video_frames(path: Path, numbers: list[int], bar: tqdm) -> dict[int, np.ndarray]:
     reader = FrameReader(path, numbers)
+    frames: list[np.ndarray] = []
     try:
-        frames = [frame for batch in reader.batches(16) for frame in batch]
+        for batch in reader.batches(16):
+            frames.extend(batch)
+            bar.update(len(batch))
     finally:
         reader.kill()
     if len(frames) != len(numbers):
@@ -95,9 +102,8 @@ def _decode_items(chosen: list[Item], progress: bool, skipped: list[str]) -> lis
             else:
                 videos.setdefault(item.path, []).append(item.frame)
         for path, numbers in videos.items():
-            for number, frame in _decode_video_frames(path, numbers).items():
+            for number, frame in _decode_video_frames(path, numbers, bar).items():
                 decoded[Item(path, number)] = frame
-            bar.update(len(numbers))
     return [decoded[item] for item in chosen if item in decoded]
 
 

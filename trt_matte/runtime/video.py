@@ -38,6 +38,15 @@ DOWNSCALE_FILTER = f"format=rgb24,scale={MODEL_SIZE}:{MODEL_SIZE}:flags=lanczos"
 DEFAULT_CRF = 12
 
 
+def _any_frame_of(numbers: Sequence[int]) -> str:
+    """An ffmpeg expression true for those frame numbers: a balanced tree of max(), since
+    ffmpeg's parser refuses a flat sum of more than 100 terms (nesting depth)."""
+    if len(numbers) == 1:
+        return f"eq(n,{numbers[0]})"
+    middle = len(numbers) // 2
+    return f"max({_any_frame_of(numbers[:middle])},{_any_frame_of(numbers[middle:])})"
+
+
 class FrameReader:
     """ffmpeg decodes every frame (no duplicates, no drops) to 320x320 RGB on a pipe.
 
@@ -48,8 +57,7 @@ class FrameReader:
     def __init__(self, source: Path, frame_numbers: Sequence[int] | None = None):
         chain = DOWNSCALE_FILTER
         if frame_numbers is not None:
-            wanted = "+".join(f"eq(n,{number})" for number in sorted(set(frame_numbers)))
-            chain = f"select='{wanted}',{DOWNSCALE_FILTER}"
+            chain = f"select='{_any_frame_of(sorted(set(frame_numbers)))}',{DOWNSCALE_FILTER}"
         self._ffmpeg = FfmpegProcess(
             ["-i", local_path(source), "-map", "0:v:0", "-fps_mode", "passthrough",
              "-vf", chain, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
