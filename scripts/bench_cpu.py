@@ -56,6 +56,7 @@ from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
 from trt_matte.errors import MatteError
 from trt_matte.models import cache_dir, resolve_model
 from trt_matte.runtime.media import ffmpeg_exe, probe_video
+from trt_matte.runtime.outputs import MATTE, X264_PRESETS
 from trt_matte.runtime.video import DEFAULT_CRF, DOWNSCALE_FILTER, matte_video
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -305,10 +306,10 @@ def _peer_pipes(plan: Plan) -> tuple[subprocess.Popen, subprocess.Popen]:
     decoder = subprocess.Popen(
         [*base, "-i", plan.clip, "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
         stdout=subprocess.PIPE)
-    # Same x264 preset and crf as trt-matte's encoder, so only the pipeline differs.
+    # Same x264 preset and crf as trt-matte's matte encoder, so only the pipeline differs.
     encoder = subprocess.Popen(
         [*base, "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{plan.clip_width}x{plan.clip_height}",
-         "-framerate", plan.clip_rate, "-i", "pipe:0", "-c:v", "libx264", "-preset", "veryfast",
+         "-framerate", plan.clip_rate, "-i", "pipe:0", "-c:v", "libx264", "-preset", X264_PRESETS[MATTE],
          "-crf", str(DEFAULT_CRF), "-pix_fmt", "yuv420p", "-y", str(Path(plan.work_dir) / "peer.mp4")],
         stdin=subprocess.PIPE)
     return decoder, encoder
