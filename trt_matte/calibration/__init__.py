@@ -142,8 +142,8 @@ def calibrate(model_path: Path, model_label: str, inputs: Sequence[Path], cache_
     started = time.monotonic()
     network = prepare_network(model_path)  # fails fast on a bad model, before any decoding
     sample = sample_frames([Path(source) for source in inputs], frames, seed, progress=progress, announce=announce)
-    root = model_folder(model_path, cache_dir)
-    target = root / f"{sample.digest()[:16]}-{METHOD}-r{RECIPE}"
+    frames_digest = sample.digest()
+    target = model_folder(model_path, cache_dir) / f"{frames_digest[:16]}-{METHOD}-r{RECIPE}"
     if _is_complete(target):
         announce("these frames were calibrated before; reusing that calibration")
         return _make_current(target)
@@ -160,7 +160,7 @@ def calibrate(model_path: Path, model_label: str, inputs: Sequence[Path], cache_
         report = CalibrationReport(
             model=model_label, model_sha256=file_digest(model_path), method=METHOD, seed=seed,
             calibration_frames=len(sample.calibration), held_back_frames=len(sample.held_back),
-            frames_sha256=sample.digest(), inputs=list(sample.inputs),
+            frames_sha256=frames_digest, inputs=list(sample.inputs),
             not_quantized=not_quantized, accuracy=accuracy, onnxruntime=onnxruntime.__version__,
             seconds=round(time.monotonic() - started, 1), recipe=RECIPE, skipped=list(sample.skipped),
             folder=str(target))
