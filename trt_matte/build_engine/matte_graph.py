@@ -50,8 +50,7 @@ def load_network(model_path: Path) -> onnx.ModelProto:
     except Exception as exc:  # onnx raises DecodeError, ValueError... on non-ONNX bytes
         raise MatteError(f"{model_path} is not an ONNX model ({type(exc).__name__})") from None
     graph = model.graph
-    initializer_names = {init.name for init in graph.initializer}
-    inputs = [inp for inp in graph.input if inp.name not in initializer_names]
+    inputs = _data_inputs(model)
     if len(inputs) != 1 or len(graph.output) < 1:
         raise MatteError(f"{model_path}: expected one image input and at least one output, "
                          f"found {len(inputs)} inputs and {len(graph.output)} outputs")
@@ -172,8 +171,18 @@ def _to_uint8(source: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.
     return nodes, constants
 
 
-def _default_opset(model: onnx.ModelProto) -> int:
+def default_opset(model: onnx.ModelProto) -> int:
     return next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
+
+
+def _data_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are not weights (old exporters list the initializers as inputs too)."""
+    initializer_names = {init.name for init in model.graph.initializer}
+    return [inp for inp in model.graph.input if inp.name not in initializer_names]
+
+
+def network_input_name(network: onnx.ModelProto) -> str:
+    return _data_inputs(network)[0].name
 
 
 def build_matte_graph(network: onnx.ModelProto, upsize: bool = False) -> onnx.ModelProto:
@@ -183,13 +192,12 @@ def build_matte_graph(network: onnx.ModelProto, upsize: bool = False) -> onnx.Mo
     unused) and returns masks resized to H x W, so a GPU engine hands back finished
     mattes and no full-size resize runs on the host.
     """
-    opset = _default_opset(network)
+    opset = default_opset(network)
     if opset < 11:
         raise MatteError(f"the model uses ONNX opset {opset}; opset 11 or newer is needed")
     graph = onnx.GraphProto()
     graph.CopyFrom(network.graph)
-    initializer_names = {init.name for init in graph.initializer}
-    network_input = next(inp.name for inp in graph.input if inp.name not in initializer_names)
+    network_input = network_input_name(network)
     first_head = graph.output[0].name
 
     stages = [_preprocess(network_input, opset), (list(graph.node), []), _normalize_head(first_head, opset)]

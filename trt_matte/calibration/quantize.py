@@ -39,7 +39,9 @@ from onnx import TensorProto, helper, numpy_helper, version_converter
 from tqdm import tqdm
 
 from ..build_engine.fp16 import convert_network_to_fp16
-from ..build_engine.matte_graph import INPUT_NAME, MODEL_SIZE, load_network, preprocessing_graph
+from ..build_engine.matte_graph import (INPUT_NAME, MODEL_SIZE, default_opset, load_network, network_input_name,
+                                        preprocessing_graph)
+from ..engine.onnxruntime_backend import session_options
 from ..errors import MatteError
 
 # The first flavour measures every tensor's range; the second reuses a subset of them.
@@ -63,9 +65,9 @@ INT8_LEVELS = 127
 def prepare_network(model_path: Path) -> onnx.ModelProto:
     """The U²-Net network with only its first head (the one the matte uses), opset >= 13."""
     network = load_network(model_path)
-    input_name = _network_input(network)
+    input_name = network_input_name(network)
     network = onnx.utils.Extractor(network).extract_model([input_name], [network.graph.output[0].name])
-    if _opset(network) < MIN_OPSET:
+    if default_opset(network) < MIN_OPSET:
         network = _convert_opset(network, MIN_OPSET)
     _name_every_node(network)
     try:
@@ -84,16 +86,12 @@ def _name_every_node(network: onnx.ModelProto) -> None:
         taken.add(node.name)
 
 
-def _opset(network: onnx.ModelProto) -> int:
-    return next(op.version for op in network.opset_import if op.domain in ("", "ai.onnx"))
-
-
 def _convert_opset(network: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     """The network at ``opset``, with the IR version that opset needs (the converter keeps the old one)."""
     try:
         converted = version_converter.convert_version(network, opset)
     except Exception as exc:  # the converter raises bare RuntimeErrors and ValidationErrors
-        raise MatteError(f"cannot convert the network from opset {_opset(network)} to {opset} "
+        raise MatteError(f"cannot convert the network from opset {default_opset(network)} to {opset} "
                          f"for quantization ({exc})".splitlines()[0]) from None
     converted.ir_version = max(converted.ir_version, helper.find_min_ir_version_for(list(converted.opset_import)))
     return converted
@@ -123,7 +121,7 @@ def with_static_resizes(network: onnx.ModelProto) -> onnx.ModelProto:
     exposed.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in tensors)
     probe = np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), np.float32)
     shapes = {name: value.shape for name, value in
-              zip(tensors, _cpu_session(exposed).run(tensors, {_network_input(network): probe}))}
+              zip(tensors, _cpu_session(exposed).run(tensors, {network_input_name(network): probe}))}
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(network)
     resizes = [node for node in rewritten.graph.node if node.op_type == "Resize"]
@@ -135,13 +133,8 @@ def with_static_resizes(network: onnx.ModelProto) -> onnx.ModelProto:
         del node.input[1:]
         node.input.extend(["", name])  # no roi, scales, no sizes
     # The Shape/Gather/Concat chains that computed the sizes are now dead: drop them.
-    return onnx.utils.Extractor(rewritten).extract_model([_network_input(network)],
+    return onnx.utils.Extractor(rewritten).extract_model([network_input_name(network)],
                                                          [output.name for output in network.graph.output])
-
-
-def _network_input(network: onnx.ModelProto) -> str:
-    initializer_names = {init.name for init in network.graph.initializer}
-    return next(inp.name for inp in network.graph.input if inp.name not in initializer_names)
 
 
 class NetworkInputs:
@@ -162,9 +155,7 @@ class NetworkInputs:
 
 
 def _cpu_session(model: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
 
 
 def _fake_quantize(values: np.ndarray, channel_axis: bool) -> np.ndarray:
@@ -223,7 +214,7 @@ def sensitive_convolutions(network: onnx.ModelProto, inputs: NetworkInputs) -> d
     weights = {init.name: numpy_helper.to_array(init) for init in network.graph.initializer}
     convolutions = [node for node in network.graph.node
                     if node.op_type == "Conv" and len(node.input) >= 2 and node.input[1] in weights]
-    opset = next(op.version for op in network.opset_import if op.domain in ("", "ai.onnx"))
+    opset = default_opset(network)
     worst: dict[str, float] = {}
     for chunk in _chunks(convolutions, SENSITIVITY_CHUNK):
         exposed = onnx.ModelProto()
@@ -234,7 +225,7 @@ def sensitive_convolutions(network: onnx.ModelProto, inputs: NetworkInputs) -> d
         names = [node.input[0] for node in chunk]
         alone = {node.name: _single_conv(node, opset) for node in chunk}
         for frame, _ in zip(inputs, range(SENSITIVITY_FRAMES)):
-            activations = dict(zip(names, session.run(names, {_network_input(network): frame})))
+            activations = dict(zip(names, session.run(names, {network_input_name(network): frame})))
             for node in chunk:
                 feeds = {"x": activations[node.input[0]], "w": weights[node.input[1]]}
                 if len(node.input) > 2:
@@ -291,7 +282,7 @@ def quantize_flavours(network: onnx.ModelProto, inputs: NetworkInputs, left_out:
             target = Path(work, f"network-{flavour}.onnx")
             with tqdm(total=len(inputs), unit="frame", desc="calibrating", disable=not progress) as bar:
                 quantize_static(
-                    str(source), str(target), _FrameFeed(_network_input(network), inputs, bar),
+                    str(source), str(target), _FrameFeed(network_input_name(network), inputs, bar),
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                     weight_type=QuantType.QInt8, nodes_to_exclude=sorted(left_out[flavour]),

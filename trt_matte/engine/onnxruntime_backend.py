@@ -18,7 +18,7 @@ CPU_BATCH = 1
 CUDA_BATCH = 16
 
 
-def _session_options(threads: int | None) -> ort.SessionOptions:
+def session_options(threads: int | None = None) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # keep ONNX Runtime's warnings off the user's terminal
     if threads:
@@ -37,7 +37,7 @@ DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
 
 def open_session(graph_path: Path, providers: list[str], threads: int | None) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(str(graph_path), _session_options(threads), providers=providers,
+        return ort.InferenceSession(str(graph_path), session_options(threads), providers=providers,
                                     disabled_optimizers=DISABLED_OPTIMIZERS)
     except Exception as exc:  # ORT raises its own pybind exception types
         raise MatteError(f"ONNX Runtime could not load {graph_path.name}: {exc}".splitlines()[0]) from None
