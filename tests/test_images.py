@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from PIL import Image
 
 from conftest import decode_rgb, mask_iou, mean_abs_error
 from trt_matte.errors import MatteError
-from trt_matte.runtime.images import ImagesReport, find_images, process_images, to_rgb
+from trt_matte.runtime.images import ImagesReport, OutputWriters, find_images, process_images, to_rgb
 
 # Frames of carphone.mp4 (176x144) that become the test images.
 FRAME_INDEXES = (0, 30, 60)
@@ -279,3 +281,54 @@ def test_to_rgb_scales_16_bit_gray(dtype):
     rgb = np.asarray(to_rgb(Image.fromarray(samples)))
     np.testing.assert_array_equal(rgb[..., 0], [[0, 0, 1, 128, 255]])
     assert (rgb == rgb[..., :1]).all()
+
+
+class _CountingBar:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, count: int = 1) -> None:
+        self.n += count
+
+
+def test_output_writers_run_in_parallel_with_bounded_images_in_flight():
+    workers, started, lock = 3, [], threading.Lock()
+    running = peak = 0
+
+    def slow_write(index: int) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            started.append(index)
+        time.sleep(0.02)
+        with lock:
+            running -= 1
+
+    bar = _CountingBar()
+    with OutputWriters(bar, workers) as writers:
+        for index in range(20):
+            writers.submit(slow_write, index)
+            # Submitted but not finished: at most two per thread wait in memory.
+            assert index + 1 - writers.written <= 2 * workers
+    assert writers.written == bar.n == 20
+    assert sorted(started) == list(range(20))
+    assert peak == workers
+
+
+def test_a_failed_write_is_raised_and_later_writes_are_dropped():
+    written_paths = []
+
+    def write(index: int) -> None:
+        if index == 2:
+            raise MatteError("cannot write x: disk full")
+        time.sleep(0.01)
+        written_paths.append(index)
+
+    with pytest.raises(MatteError, match="disk full"):
+        with OutputWriters(_CountingBar(), workers=1) as writers:
+            for index in range(50):
+                writers.submit(write, index)
+    # The error surfaced while at most two more writes were queued behind the failed one.
+    assert written_paths[:2] == [0, 1]
+    assert max(written_paths) <= 4

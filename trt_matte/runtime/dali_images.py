@@ -49,14 +49,13 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from ..build_engine.matte_graph import MODEL_SIZE
 from ..engine import Backend
 from ..engine.cuda import DeviceBuffer, PinnedBuffer, copy_async
 from ..errors import MatteError
 from .dali_video import _dali_error
-from .images import DECODE_ERRORS, _Job, _matte_jobs, mask_at_size, write_matte
+from .images import DECODE_ERRORS, OutputWriters, _Job, _matte_jobs, mask_at_size, write_matte
 
 if TYPE_CHECKING:
     from nvidia.dali.pipeline import Pipeline
@@ -109,25 +108,23 @@ class ImageBatch:
 
 
 def matte_jobs_with_dali(jobs: list[_Job], backend: Backend, cutout: bool, failed: list[tuple[Path, str]],
-                         bar: tqdm) -> int:
-    """images.py's GPU hook, in its Pillow path's terms: write every job's output or
-    report it in ``failed``; returns the count written."""
+                         writers: OutputWriters) -> None:
+    """images.py's GPU hook, in its Pillow path's terms: hand every job's output to
+    ``writers`` or report it in ``failed``."""
     for_dali, for_pillow = _screen(jobs, getattr(backend, "max_frame_side", None))
-    processed = _matte_jobs(for_pillow, backend, cutout, failed, bar)
+    _matte_jobs(for_pillow, backend, cutout, failed, writers)
     on_gpu = backend.takes_device_batches
     masks = _DeviceMasks(backend) if on_gpu else _HostMasks(backend)
     try:
         while for_dali:
-            written, suspects = _matte_until_stopped(for_dali, backend.preferred_batch, 0 if on_gpu else None,
-                                                     masks, cutout, bar)
-            processed += written
-            rest = for_dali[written:]
+            handed_over, suspects = _matte_until_stopped(for_dali, backend.preferred_batch, 0 if on_gpu else None,
+                                                         masks, cutout, writers)
+            rest = for_dali[handed_over:]
             # The Pillow path writes what DALI could not decode, or reports why nothing can.
-            processed += _matte_jobs([job for job in rest if job.source in suspects], backend, cutout, failed, bar)
+            _matte_jobs([job for job in rest if job.source in suspects], backend, cutout, failed, writers)
             for_dali = [job for job in rest if job.source not in suspects]
     finally:
         masks.close()
-    return processed
 
 
 def _screen(jobs: list[_Job], max_side: int | None) -> tuple[list[_Job], list[_Job]]:
@@ -152,18 +149,18 @@ def _fits_dali(path: Path, max_side: int | None) -> bool:
 
 
 def _matte_until_stopped(jobs: list[_Job], batch_size: int, device_id: int | None, masks: _HostMasks | _DeviceMasks,
-                         cutout: bool, bar: tqdm) -> tuple[int, list[Path]]:
-    """Write outputs in order until DALI is done or stops on a file: (count written, suspects)."""
-    written = 0
+                         cutout: bool, writers: OutputWriters) -> tuple[int, list[Path]]:
+    """Hand outputs to ``writers`` in order until DALI is done or stops on a file:
+    (count handed over, suspects)."""
+    handed_over = 0
     try:
         for batch in image_batches([job.source for job in jobs], batch_size, device_id, cutout):
-            for job, mask, picture in zip(jobs[written:], masks(batch), batch.pictures()):
-                write_matte(job.target, mask, picture)
-                written += 1
-                bar.update()
+            for job, mask, picture in zip(jobs[handed_over:], masks(batch), batch.pictures()):
+                writers.submit(write_matte, job.target, mask, picture)
+                handed_over += 1
     except DaliStopped as stopped:
-        return written, stopped.suspects
-    return written, []
+        return handed_over, stopped.suspects
+    return handed_over, []
 
 
 def image_batches(paths: list[Path], batch_size: int, device_id: int | None,
@@ -281,8 +278,7 @@ def _runs(sizes: list[tuple[int, int]]) -> tuple[list[_Run], int]:
 
 class _DeviceMasks:
     """Masks from the engine on the GPU, made at each image's size there, then copied to
-    the host in one piece. The returned images share that host memory: they are valid
-    until the next call."""
+    the host in one piece; each returned image owns a copy, so writers may keep it."""
 
     def __init__(self, backend: Backend):
         self._backend = backend
@@ -298,7 +294,7 @@ class _DeviceMasks:
         stream = self._backend.stream
         copy_async(self._host.address, self._device.address, nbytes, "cudaMemcpyDeviceToHost", stream)
         stream.synchronize()
-        return [Image.fromarray(mask) for run in runs for mask in _host_masks(self._host.array, run)]
+        return [Image.fromarray(mask.copy()) for run in runs for mask in _host_masks(self._host.array, run)]
 
     def _reserve(self, nbytes: int) -> None:
         """Grow the device and pinned buffers to ``nbytes``; a folder of one size allocates once."""

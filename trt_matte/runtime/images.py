@@ -3,8 +3,8 @@
 Per image, exactly rembg's recipe on the Python side: decode with Pillow, apply the
 EXIF orientation, convert to RGB, resize to 320x320 with LANCZOS, run the matte graph,
 resize the mask back to the oriented image size with LANCZOS. Decoding runs in a small
-thread pool ahead of inference (Pillow releases the GIL while it decodes and resizes),
-with only a bounded number of images in flight.
+thread pool ahead of inference, and upsizing and PNG writing in another behind it
+(Pillow and zlib release the GIL), with only a bounded number of images in flight.
 
 With a GPU backend and DALI installed, dali_images.py decodes and resizes on the GPU
 instead; it hands the files DALI cannot take back to the Pillow path here.
@@ -20,7 +20,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -36,6 +36,10 @@ MASK_SUFFIX = ".png"
 # Decoding big JPEGs is the slow part on the host; a few threads keep a GPU fed
 # without holding many full-size images in memory at once.
 DECODE_WORKERS = min(4, os.cpu_count() or 1)
+# Encoding a PNG takes 16 ms for a 1080p mask and 73 ms for 12 MP, far longer than the
+# GPU's share: writers run in threads (zlib and Pillow release the GIL), each image
+# once in flight, with at most two per thread waiting, so memory stays bounded.
+WRITE_WORKERS = min(8, os.cpu_count() or 1)
 # 65535 / 255: maps 16-bit samples onto 0..255 (Pillow's own convert clips them at 255).
 SIXTEEN_TO_EIGHT_BIT = 257
 # What Pillow raises for files it cannot decode: unidentified or truncated files (OSError),
@@ -104,8 +108,9 @@ def process_images(input_dir: Path, output_dir: Path | None, backend: Backend, *
         for path, reason in plan.failed:
             _announce_failure(path, reason)
         bar.update(len(plan.failed) + plan.skipped)
-        processed = _matte_all(plan.jobs, backend, cutout, failed, bar)
-    return ImagesReport(processed=processed, skipped=plan.skipped, failed=failed)
+        with OutputWriters(bar) as writers:
+            _matte_all(plan.jobs, backend, cutout, failed, writers)
+    return ImagesReport(processed=writers.written, skipped=plan.skipped, failed=failed)
 
 
 def default_output_dir(input_dir: Path) -> Path:
@@ -170,13 +175,50 @@ def _announce_failure(path: Path, reason: str) -> None:
     tqdm.write(f"trt-matte: skipped {path}: {reason}", file=sys.stderr)
 
 
+class OutputWriters:
+    """Writes outputs on a few threads, oldest first, with a bounded number in flight.
+
+    ``written`` counts finished writes; the bar advances as each finishes. A failed
+    write (MatteError) is raised by a later ``submit`` or on leaving the ``with`` block;
+    after an error, writes not yet started are dropped (each one is atomic anyway).
+    """
+
+    def __init__(self, bar: tqdm, workers: int = WRITE_WORKERS):
+        self.bar = bar
+        self.written = 0
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="trt-matte-write")
+        self._in_flight: deque[Future[None]] = deque()
+        self._limit = 2 * workers
+
+    def submit(self, write: Callable[..., None], *args: object) -> None:
+        self._in_flight.append(self._pool.submit(write, *args))
+        while len(self._in_flight) > self._limit:
+            self._finish_oldest()
+
+    def _finish_oldest(self) -> None:
+        self._in_flight.popleft().result()
+        self.written += 1
+        self.bar.update()
+
+    def __enter__(self) -> OutputWriters:
+        return self
+
+    def __exit__(self, error_type: type | None, *_: object) -> None:
+        try:
+            while self._in_flight and error_type is None:
+                self._finish_oldest()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _matte_all(jobs: list[_Job], backend: Backend, cutout: bool, failed: list[tuple[Path, str]],
-               bar: tqdm) -> int:
+               writers: OutputWriters) -> None:
     """GPU backends get DALI's decoding and resizing (dali_images.py); others the Pillow path."""
     if _decodes_with_dali(backend):
         from .dali_images import matte_jobs_with_dali
-        return matte_jobs_with_dali(jobs, backend, cutout, failed, bar)
-    return _matte_jobs(jobs, backend, cutout, failed, bar)
+        matte_jobs_with_dali(jobs, backend, cutout, failed, writers)
+    else:
+        _matte_jobs(jobs, backend, cutout, failed, writers)
 
 
 def _decodes_with_dali(backend: Backend) -> bool:
@@ -187,26 +229,22 @@ def _decodes_with_dali(backend: Backend) -> bool:
 
 
 def _matte_jobs(jobs: list[_Job], backend: Backend, cutout: bool, failed: list[tuple[Path, str]],
-                bar: tqdm) -> int:
-    """Decode ahead in threads, run the backend a batch at a time, write outputs; returns the count written."""
-    processed = 0
+                writers: OutputWriters) -> None:
+    """Decode ahead in threads, run the backend a batch at a time, hand outputs to ``writers``."""
     pool = ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="trt-matte-decode")
     try:
         # One batch queued behind the batch being inferred keeps the backend busy.
         decoding = _decode_ahead(pool, jobs, cutout, lookahead=backend.preferred_batch + DECODE_WORKERS)
         for batch in _batched(decoding, backend.preferred_batch):
-            ready = _collect_decoded(batch, failed, bar)
+            ready = _collect_decoded(batch, failed, writers.bar)
             if not ready:
                 continue
             masks = backend.run(np.stack([decoded.model_input for _, decoded in ready]))
             for (job, decoded), mask in zip(ready, masks):
-                _write_output(job.target, mask, decoded)
-                processed += 1
-                bar.update()
+                writers.submit(_write_output, job.target, mask, decoded)
     finally:
         # On Ctrl-C or an error, drop decodes that have not started instead of finishing them.
         pool.shutdown(wait=True, cancel_futures=True)
-    return processed
 
 
 def _decode_ahead(pool: ThreadPoolExecutor, jobs: list[_Job], keep_rgb: bool,
