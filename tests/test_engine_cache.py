@@ -7,10 +7,12 @@ import json
 import pytest
 
 from trt_matte.build_engine.engine_cache import EngineCache, EngineSpec, GpuIdentity
+from trt_matte.build_engine.tensorrt_build import BuildRequest, engine_spec, profile_shapes
 
 H100 = GpuIdentity("NVIDIA H100 80GB HBM3", "9.0")
 SPEC = EngineSpec(graph_sha256="ab" * 32, precision="fp16", tensorrt_version="11.4.0.106", gpu=H100,
-                  min_batch=1, opt_batch=8, max_batch=16, max_frame_side=4096, workspace_bytes=4 << 30)
+                  min_batch=1, opt_batch=16, max_batch=16, max_frame_side=4096, workspace_bytes=4 << 30,
+                  build_recipe=2)
 PLAN = b"serialized plan bytes" * 100
 
 
@@ -18,6 +20,7 @@ PLAN = b"serialized plan bytes" * 100
     {"graph_sha256": "cd" * 32}, {"precision": "fp32"}, {"tensorrt_version": "11.5.0.1"},
     {"gpu": GpuIdentity("NVIDIA H200", "9.0")}, {"gpu": GpuIdentity("NVIDIA H100 80GB HBM3", "8.9")},
     {"max_batch": 32}, {"opt_batch": 4}, {"max_frame_side": 8192}, {"workspace_bytes": 1 << 30},
+    {"build_recipe": 1},
 ])
 def test_every_build_input_changes_the_key(change):
     assert dataclasses.replace(SPEC, **change).key() != SPEC.key()
@@ -80,3 +83,69 @@ def test_discard_removes_the_entry(tmp_path):
     assert cache.lookup(SPEC) is None
     assert not cache.engine_path(SPEC).exists() and not cache.sidecar_path(SPEC).exists()
     cache.discard(SPEC)  # discarding twice is harmless
+
+
+def _larger(spec: EngineSpec, **limits: int) -> EngineSpec:
+    return dataclasses.replace(spec, **limits)
+
+
+def test_an_engine_built_with_larger_limits_serves_a_default_run(tmp_path):
+    cache = EngineCache(tmp_path)
+    big = _larger(SPEC, max_frame_side=8192)
+    cache.store(big, b"plan for 8192", 1.0)
+    assert cache.lookup(SPEC) is None
+    cached, spec = cache.find_covering(SPEC)
+    assert spec == big and cached.path.read_bytes() == b"plan for 8192"
+    # ...but never a run that needs more than it was built for.
+    assert cache.find_covering(_larger(SPEC, max_frame_side=8192, max_batch=32)) is None
+
+
+def test_the_smallest_covering_engine_wins_and_damaged_ones_are_passed_over(tmp_path):
+    cache = EngineCache(tmp_path)
+    cache.store(_larger(SPEC, max_batch=64, opt_batch=64), b"batch 64", 1.0)
+    cache.store(_larger(SPEC, max_batch=32, opt_batch=32), b"batch 32", 1.0)
+    assert cache.find_covering(SPEC)[1].max_batch == 32
+    cache.engine_path(_larger(SPEC, max_batch=32, opt_batch=32)).write_bytes(b"cut")
+    assert cache.find_covering(SPEC)[1].max_batch == 64
+    cache.sidecar_path(_larger(SPEC, max_batch=64, opt_batch=64)).write_text("{not json")
+    assert cache.find_covering(SPEC) is None
+
+
+@pytest.mark.parametrize("change", [
+    {"graph_sha256": "cd" * 32}, {"precision": "fp32"}, {"tensorrt_version": "11.5.0.1"},
+    {"workspace_bytes": 1 << 30}, {"build_recipe": 1}, {"min_batch": 2},
+])
+def test_an_engine_of_another_graph_or_build_never_serves(tmp_path, change):
+    cache = EngineCache(tmp_path)
+    cache.store(_larger(SPEC, max_frame_side=8192, **change), PLAN, 1.0)
+    assert cache.find_covering(SPEC) is None
+
+
+@pytest.mark.parametrize("max_batch, max_frame_side", [(1, 64), (16, 4096), (8, 1000), (256, 8192)])
+def test_profiles_satisfy_tensorrts_min_opt_max_rule(tmp_path, max_batch, max_frame_side):
+    graph = tmp_path / "graph.onnx"
+    graph.write_bytes(b"graph bytes")
+    spec = engine_spec(graph, BuildRequest(graph, max_batch=max_batch, max_frame_side=max_frame_side), H100, "11.4")
+    shapes = profile_shapes(spec)
+    assert shapes["rgb"][2] == (max_batch, 320, 320, 3) and shapes["frame_shape"][2] == (max_frame_side,) * 2
+    for smallest, tuned, largest in shapes.values():
+        assert len(smallest) == len(tuned) == len(largest)
+        assert all(1 <= low <= mid <= high for low, mid, high in zip(smallest, tuned, largest))
+    # Kernels are tuned for the full batches the pipelines send.
+    assert shapes["rgb"][1][0] == max_batch
+
+
+def test_frames_beyond_the_engines_limit_are_refused_with_the_fix():
+    from trt_matte.engine import Backend
+    from trt_matte.errors import MatteError
+
+    class LimitedBackend(Backend):
+        name, device, preferred_batch, max_frame_side = "tensorrt", "cuda", 4, 4096
+
+        def run(self, rgb_batch):
+            raise AssertionError("not called")
+
+    backend = LimitedBackend()
+    backend.check_frame_size(2160, 4096)
+    with pytest.raises(MatteError, match=r"4097x2160 exceed this engine's limit of 4096 .*--max-size"):
+        backend.check_frame_size(2160, 4097)

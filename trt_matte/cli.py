@@ -22,7 +22,7 @@ from .api import Matter
 from .calibration import DEFAULT_FRAMES, GATE_IOU, MAX_FRAMES, MIN_FRAMES
 from .engine import BACKEND_CHOICES, DEVICE_CHOICES, PRECISION_CHOICES
 from .build_engine.matte_graph import PRECISIONS
-from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE
+from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE, MAX_FRAME_SIDE_LIMIT
 from .errors import MatteError
 from .runtime.smoothing import DEFAULT_STRENGTH, MAX_STRENGTH
 from .models import DEFAULT_MODEL, MODELS, cache_dir, resolve_model
@@ -67,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="network precision (default: fp16); int8 builds from 'trt-matte calibrate''s graph")
     build.add_argument("--max-batch", type=argparse_addons.Integer(1, 256), default=DEFAULT_MAX_BATCH,
                        metavar="N", help=f"largest batch the engine takes (default: {DEFAULT_MAX_BATCH})")
-    build.add_argument("--max-size", type=argparse_addons.Integer(64, 16384), default=DEFAULT_MAX_FRAME_SIDE,
-                       metavar="PIXELS", help=f"largest frame side (default: {DEFAULT_MAX_FRAME_SIDE})")
+    build.add_argument("--max-size", type=argparse_addons.Integer(64, MAX_FRAME_SIDE_LIMIT),
+                       default=DEFAULT_MAX_FRAME_SIDE,
+                       metavar="PIXELS", help=f"largest frame side, up to {MAX_FRAME_SIDE_LIMIT} "
+                                              f"(default: {DEFAULT_MAX_FRAME_SIDE})")
     build.add_argument("--force", action="store_true",
                        help=f"rebuild even when a cached engine fits; with int8, also accept a calibration "
                             f"whose IoU against FP32 is below {GATE_IOU}")

@@ -44,10 +44,25 @@ class EngineSpec:
     max_batch: int
     max_frame_side: int
     workspace_bytes: int
+    # Bumped when the build code changes what a plan holds (profile, flags), so plans
+    # built by older code are not reused.
+    build_recipe: int
 
     def key(self) -> str:
         canonical = json.dumps(dataclasses.asdict(self), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+    def covers(self, wanted: EngineSpec) -> bool:
+        """Whether an engine built for ``self`` serves ``wanted``: the same graph and build,
+        with a profile at least as large."""
+        limits = ("opt_batch", "max_batch", "max_frame_side")
+        same = {name: value for name, value in dataclasses.asdict(self).items() if name not in limits}
+        return (same == {name: value for name, value in dataclasses.asdict(wanted).items() if name not in limits}
+                and self.max_batch >= wanted.max_batch and self.max_frame_side >= wanted.max_frame_side)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> EngineSpec:
+        return cls(**{**fields, "gpu": GpuIdentity(**fields["gpu"])})
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,24 @@ class EngineCache:
         if hashlib.sha256(plan).hexdigest() != sidecar.get("engine_sha256"):
             return None
         return CachedEngine(engine_path, sidecar)
+
+    def find_covering(self, wanted: EngineSpec) -> tuple[CachedEngine, EngineSpec] | None:
+        """The intact engine that serves ``wanted`` with the smallest profile: the exact
+        one, or one built with larger limits (``trt-matte build --max-size 8192`` serves
+        later runs that ask for the default 4096)."""
+        candidates = []
+        for sidecar_path in sorted(self.folder(wanted.gpu).glob(f"{wanted.precision}-*.json")):
+            try:
+                spec = EngineSpec.from_dict(json.loads(sidecar_path.read_text())["spec"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # damaged or from another format: lookup() would refuse it too
+            if spec.covers(wanted):
+                candidates.append(spec)
+        for spec in sorted(candidates, key=lambda spec: (spec.max_frame_side, spec.max_batch)):
+            cached = self.lookup(spec)
+            if cached is not None:
+                return cached, spec
+        return None
 
     def store(self, spec: EngineSpec, plan: bytes, build_seconds: float) -> CachedEngine:
         sidecar = {

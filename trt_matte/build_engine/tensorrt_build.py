@@ -19,6 +19,12 @@ from .matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, MODEL_SIZE, file_digest, 
 
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_FRAME_SIDE = 4096
+# The engine's float mattes take batch x side^2 x 4 bytes: 4 GiB at 16 x 8192^2.
+MAX_FRAME_SIDE_LIMIT = 8192
+# Kernels are tuned for this frame size (clamped to the engine's limit): the common case.
+TUNED_FRAME = (1080, 1920)
+# Part of every engine's cache key: bump it when the build changes what a plan holds.
+BUILD_RECIPE = 2
 DEFAULT_WORKSPACE = 4 << 30
 TENSORRT_INSTALL_HINT = ("TensorRT is not installed: pip install 'trt-matte[gpu]' "
                          "(its wheels are fetched from NVIDIA's package index, pypi.nvidia.com)")
@@ -62,10 +68,11 @@ class BuildRequest:
 
 
 def engine_spec(graph_path: Path, request: BuildRequest, gpu: GpuIdentity, tensorrt_version: str) -> EngineSpec:
+    # Tuned for full batches: the pipelines send max_batch frames at a time.
     return EngineSpec(
         graph_sha256=file_digest(graph_path), precision=request.precision, tensorrt_version=tensorrt_version,
-        gpu=gpu, min_batch=1, opt_batch=max(1, request.max_batch // 2), max_batch=request.max_batch,
-        max_frame_side=request.max_frame_side, workspace_bytes=request.workspace_bytes)
+        gpu=gpu, min_batch=1, opt_batch=request.max_batch, max_batch=request.max_batch,
+        max_frame_side=request.max_frame_side, workspace_bytes=request.workspace_bytes, build_recipe=BUILD_RECIPE)
 
 
 def _parse(trt: Any, builder: Any, logger: Any, graph_path: Path) -> Any:
@@ -77,12 +84,22 @@ def _parse(trt: Any, builder: Any, logger: Any, graph_path: Path) -> Any:
     return network, parser
 
 
+def profile_shapes(spec: EngineSpec) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """(min, opt, max) per input; TensorRT requires min <= opt <= max in every dimension."""
+    rgb = (MODEL_SIZE, MODEL_SIZE, 3)
+    side = spec.max_frame_side
+    tuned_frame = tuple(min(extent, side) for extent in TUNED_FRAME)
+    return {INPUT_NAME: ((spec.min_batch, *rgb), (spec.opt_batch, *rgb), (spec.max_batch, *rgb)),
+            FRAME_SHAPE_NAME: ((1, 1), tuned_frame, (side, side))}
+
+
 def _profile(builder: Any, spec: EngineSpec) -> Any:
     profile = builder.create_optimization_profile()
-    rgb = (MODEL_SIZE, MODEL_SIZE, 3)
-    profile.set_shape(INPUT_NAME, (spec.min_batch, *rgb), (spec.opt_batch, *rgb), (spec.max_batch, *rgb))
-    side = spec.max_frame_side
-    profile.set_shape(FRAME_SHAPE_NAME, (1, 1), (1080, 1920), (side, side))
+    for name, (smallest, tuned, largest) in profile_shapes(spec).items():
+        try:
+            profile.set_shape(name, smallest, tuned, largest)
+        except (ValueError, RuntimeError) as exc:
+            raise MatteError(f"TensorRT rejected the profile {smallest}..{largest} for {name}: {exc}") from None
     return profile
 
 
@@ -133,9 +150,9 @@ def ensure_engine(request: BuildRequest, cache_dir: Path, *, force: bool = False
     graph_path = matte_graph_path(network, cache_dir, request.precision, upsize=True)
     spec = engine_spec(graph_path, request, current_gpu(), trt.__version__)
     cache = EngineCache(cache_dir)
-    cached = None if force else cache.lookup(spec)
-    if cached is not None:
-        return cached, spec
+    found = None if force else cache.find_covering(spec)
+    if found is not None:
+        return found
     announce(f"building a {request.precision} TensorRT engine for {spec.gpu.name} "
              f"(max batch {spec.max_batch}; takes a few minutes, once per GPU)")
     started = time.monotonic()

@@ -31,10 +31,17 @@ class Backend(abc.ABC):
     # GPU backends also take batches already in GPU memory (``enqueue``), zero-copy.
     takes_device_batches: bool = False
     precision: str = "fp32"
+    # The largest frame side the backend can upsize to (a TensorRT engine's profile); None: any.
+    max_frame_side: int | None = None
 
     @abc.abstractmethod
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
         """uint8 [N,320,320,3] RGB -> uint8 [N,320,320] masks."""
+
+    def check_frame_size(self, height: int, width: int) -> None:
+        if self.max_frame_side is not None and max(height, width) > self.max_frame_side:
+            raise MatteError(f"frames of {width}x{height} exceed this engine's limit of {self.max_frame_side} "
+                             "pixels a side; run 'trt-matte build --max-size N' with a larger N")
 
     def describe(self, model_label: str) -> str:
         return f"backend {self.name} on {self.device}, model {model_label}, {self.precision}"
@@ -121,9 +128,9 @@ def _open_tensorrt(request: BackendRequest) -> Backend:
                          accept_below_gate=request.accept_below_gate)
     cached, spec = ensure_engine(build, request.cache_dir, announce=request.announce)
     try:
-        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side)
+        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, request.max_batch)
     except StaleEngine as stale:
         request.announce(f"{stale}; rebuilding it")
         EngineCache(request.cache_dir).discard(spec)
         cached, spec = ensure_engine(build, request.cache_dir, force=True, announce=request.announce)
-        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side)
+        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, request.max_batch)

@@ -65,10 +65,14 @@ class Stream:
         return get_cuda_native_handle(self.handle)
 
     def synchronize(self) -> None:
-        check(runtime_api().cudaStreamSynchronize(self.handle), "waiting for the GPU")
+        """Wait for the stream's work; nothing to wait for once closed."""
+        if self.handle is not None:
+            check(runtime_api().cudaStreamSynchronize(self.handle), "waiting for the GPU")
 
     def close(self) -> None:
-        check(runtime_api().cudaStreamDestroy(self.handle), "destroying a stream")
+        if self.handle is not None:
+            check(runtime_api().cudaStreamDestroy(self.handle), "destroying a stream")
+            self.handle = None
 
 
 class Event:

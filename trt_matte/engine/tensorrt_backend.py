@@ -30,7 +30,9 @@ class TensorRTBackend(Backend):
     device = "cuda"
     takes_device_batches = True
 
-    def __init__(self, engine_path: Path, max_batch: int, max_frame_side: int):
+    def __init__(self, engine_path: Path, max_batch: int, max_frame_side: int, batch: int | None = None):
+        """``max_batch`` and ``max_frame_side`` are the engine's profile limits; ``batch``
+        (at most ``max_batch``, which is the default) is how many frames to send at once."""
         trt = import_tensorrt()
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
@@ -41,7 +43,7 @@ class TensorRTBackend(Backend):
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise MatteError("TensorRT could not create an execution context (out of GPU memory?)")
-        self.preferred_batch = max_batch
+        self.preferred_batch = min(batch or max_batch, max_batch)
         self.max_frame_side = max_frame_side
         self.stream = Stream()
         self._input = DeviceBuffer(max_batch * RGB_BYTES)
@@ -62,15 +64,16 @@ class TensorRTBackend(Backend):
     def enqueue(self, rgb_address: int, batch: int, height: int, width: int, output_address: int) -> None:
         """Queue mattes for ``batch`` frames at ``rgb_address`` (uint8 [N,320,320,3] on the GPU)
         into ``output_address`` (uint8 [N,height,width]) on ``self.stream``; does not wait."""
-        if max(height, width) > self.max_frame_side:
-            raise MatteError(f"frames of {width}x{height} exceed this engine's limit of {self.max_frame_side} "
-                             "pixels a side; run 'trt-matte build --max-size N' with a larger N")
+        self.check_frame_size(height, width)
         context = self._context
         if not context.set_input_shape(INPUT_NAME, (batch, MODEL_SIZE, MODEL_SIZE, 3)):
             raise MatteError(f"batch {batch} is outside the engine's profile")
         if not context.set_input_shape(FRAME_SHAPE_NAME, (height, width)):
             raise MatteError(f"frame size {width}x{height} is outside the engine's profile")
-        missing = context.infer_shapes()
+        try:
+            missing = context.infer_shapes()
+        except RuntimeError as exc:
+            raise MatteError(f"TensorRT could not infer the output shape: {exc}") from None
         if missing:
             raise MatteError(f"TensorRT could not infer shapes for {', '.join(missing)}")
         for name, address in ((INPUT_NAME, rgb_address), (FRAME_SHAPE_NAME, self._frame_shape.address),
@@ -98,6 +101,7 @@ class TensorRTBackend(Backend):
         return masks
 
     def close(self) -> None:
+        """Free the GPU buffers and the stream; safe to call more than once."""
         self.stream.synchronize()
         for buffer in (self._input, self._frame_shape, self._small_output):
             buffer.close()
