@@ -207,9 +207,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def with_display_rotation(ffmpeg: str, source: Path, target: Path, degrees: int) -> Path:
-    """A copy of ``source`` whose display matrix turns it ``degrees`` counter-clockwise,
-    as phones store portrait clips: same packets, only the metadata differs."""
-    subprocess.run([ffmpeg, "-v", "error", "-display_rotation", str(degrees), "-i", str(source), "-c", "copy",
-                    str(target)], check=True)
+def with_display_rotation(ffmpeg: str, source: Path, target: Path, degrees: int, mirrored: bool = False) -> Path:
+    """A copy of ``source`` whose display matrix turns it ``degrees`` counter-clockwise
+    (and, if ``mirrored``, flips it), as phones store portrait and selfie clips: same
+    packets, only the metadata differs."""
+    flip = ["-display_hflip"] if mirrored else []
+    subprocess.run([ffmpeg, "-v", "error", "-display_rotation", str(degrees), *flip, "-i", str(source),
+                    "-c", "copy", str(target)], check=True)
     return target

@@ -8,6 +8,8 @@ GPU is visible.
 from __future__ import annotations
 
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,9 @@ from conftest import decode_rgb, mask_iou, mean_abs_error  # noqa: E402
 from trt_matte.build_engine.matte_graph import matte_graph_path  # noqa: E402
 from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from trt_matte.runtime import images  # noqa: E402
-from trt_matte.runtime.dali_images import DaliStopped, _fits_dali, _host_masks, _runs, image_batches  # noqa: E402
+from trt_matte.errors import MatteError  # noqa: E402
+from trt_matte.runtime.dali_images import (  # noqa: E402
+    DaliStopped, _fits_dali, _host_masks, _runs, _stopped, image_batches)
 from trt_matte.runtime.images import ImagesReport, decode_for_model, process_images  # noqa: E402
 
 # Evenly spread frames of carphone.mp4 (176x144), a person moving in a car.
@@ -173,6 +177,8 @@ def _broken_folder(folder: Path, frames: list[np.ndarray]) -> list[str]:
         good.append(name)
     jpeg = (folder / "good0.jpg").read_bytes()
     (folder / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])  # cut inside the scan data
+    Image.fromarray(frames[0]).save(folder / "deflate.png")
+    _spoil_png_data(folder / "deflate.png")
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "text.jpg").write_text("not a picture\n")
     # A GIF under a PNG name: Pillow reads it, DALI stops without naming it.
@@ -181,14 +187,31 @@ def _broken_folder(folder: Path, frames: list[np.ndarray]) -> list[str]:
     return good
 
 
+def _spoil_png_data(path: Path) -> None:
+    """Zero a PNG's compressed pixel data but keep every chunk's CRC right: the file passes
+    Pillow's verify() and fails only when decoded."""
+    data = path.read_bytes()
+    spoiled, position = bytearray(data[:8]), 8
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        body = data[position + 8:position + 8 + length]
+        if kind == b"IDAT":
+            body = body[:2] + bytes(length - 2)  # the zlib header kept, the deflate stream zeroed
+        spoiled += struct.pack(">I4s", length, kind) + body + struct.pack(">I", zlib.crc32(kind + body))
+        position += 12 + length
+    path.write_bytes(bytes(spoiled))
+
+
 def test_a_broken_file_does_not_stop_the_folder(tmp_path, frames, batched_tiny_backend, with_dali):
     folder = tmp_path / "photos"
     good = _broken_folder(folder, frames)
-    # Both pass the cheap check, so DALI meets them: the cut JPEG it names...
-    assert _fits_dali(folder / "cut.jpg", None) and _fits_dali(folder / "gif.png", None)
+    # A JPEG cut off before its end marker never reaches DALI (nvJPEG may decode it half grey).
+    assert not _fits_dali(folder / "cut.jpg", None)
+    # Both pass the cheap check, so DALI meets them: the spoilt PNG it names...
+    assert _fits_dali(folder / "deflate.png", None) and _fits_dali(folder / "gif.png", None)
     with pytest.raises(DaliStopped) as stopped:
-        list(image_batches([folder / "good0.jpg", folder / "cut.jpg", folder / "good2.jpg"], 2, None))
-    assert stopped.value.suspects == [folder / "cut.jpg"]
+        list(image_batches([folder / "good0.jpg", folder / "deflate.png", folder / "good2.jpg"], 2, None))
+    assert stopped.value.suspects == [folder / "deflate.png"]
     # ...the GIF it does not, so its whole batch is suspect.
     with pytest.raises(DaliStopped) as stopped:
         list(image_batches([folder / "good0.jpg", folder / "gif.png", folder / "good2.jpg"], 2, None))
@@ -196,7 +219,7 @@ def test_a_broken_file_does_not_stop_the_folder(tmp_path, frames, batched_tiny_b
 
     report = process_images(folder, tmp_path / "dali", batched_tiny_backend, progress=False)
     assert report.processed == len(good)
-    assert sorted(path.name for path, _ in report.failed) == ["cut.jpg", "empty.jpg", "text.jpg"]
+    assert sorted(path.name for path, _ in report.failed) == ["cut.jpg", "deflate.png", "empty.jpg", "text.jpg"]
     # Complete outputs for the good files only, no temporary files left behind.
     assert sorted(path.name for path in (tmp_path / "dali").iterdir()) == sorted(
         f"{Path(name).stem}.png" for name in good)
@@ -209,6 +232,26 @@ def test_a_broken_file_does_not_stop_the_folder(tmp_path, frames, batched_tiny_b
             tmp_path / "pillow" / f"{Path(name).stem}.png")
         assert ours.shape == reference.shape
         assert mean_abs_error(ours, reference) <= 2, name
+
+
+def test_a_jpeg_with_data_after_its_end_marker_still_fits(tmp_path, frames):
+    path = tmp_path / "camera.jpg"
+    Image.fromarray(frames[0]).save(path, quality=90)
+    path.write_bytes(path.read_bytes() + bytes(4096))  # padding some cameras append
+    assert _fits_dali(path, None)
+
+
+def test_gpu_failures_are_not_blamed_on_files(tmp_path):
+    paths = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
+    decoder_failure = ("Error in MIXED operator `nvidia.dali.fn.decoders.image` encountered:\n"
+                       "{}\nCurrent pipeline object is no longer valid.")
+    # A file's fault: its batch goes to the Pillow path...
+    assert isinstance(_stopped(RuntimeError(decoder_failure.format("nvImageCodec failure")), paths, 0, 2),
+                      DaliStopped)
+    # ...but the GPU running out of memory would only recur there: the run stops with one line.
+    for exc in (RuntimeError(decoder_failure.format("CUDA error: out of memory")), MemoryError("std::bad_alloc")):
+        error = _stopped(exc, paths, 0, 2)
+        assert isinstance(error, MatteError) and "\n" not in str(error)
 
 
 def test_cutout_is_the_decoded_rgb_with_the_mask(tmp_path, formats_folder, batched_tiny_backend, with_dali):

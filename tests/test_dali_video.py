@@ -17,7 +17,7 @@ pytest.importorskip("nvidia.dali")
 from conftest import make_clip, mask_iou, mean_abs_error, with_display_rotation  # noqa: E402
 from trt_matte.errors import MatteError  # noqa: E402
 from trt_matte.runtime.dali_video import (  # noqa: E402
-    DaliFrameReader, _leading_real_frames, dali_available, nvdec_unsupported_reason)
+    DaliFrameReader, _leading_real_frames, dali_available, nvdec_unsupported_reason, rgb_correction)
 from trt_matte.runtime.media import probe_video  # noqa: E402
 from trt_matte.runtime.video import FrameReader  # noqa: E402
 
@@ -120,6 +120,60 @@ def test_rotated_source_comes_out_in_display_orientation(ffmpeg_exe, tmp_path, r
     np.testing.assert_array_equal(shown, np.rot90(stored, quarter_turns, axes=(1, 2)))
     # ... which is the way ffmpeg's autorotation (the ffmpeg reader) shows them.
     assert_same_frames(shown, read_ffmpeg(rotated), 3.5)
+
+
+def test_mirrored_sources_are_left_to_the_ffmpeg_reader(ffmpeg_exe, tmp_path):
+    upright = vp9_clip(ffmpeg_exe, tmp_path / "upright.mp4", size="320x240", frames=2)
+    for degrees in (0, 90):
+        # PyAV reports a plain flip as a turn by -180 degrees: the display matrix itself tells.
+        mirrored = with_display_rotation(ffmpeg_exe, upright, tmp_path / f"mirrored{degrees}.mp4", degrees, True)
+        assert nvdec_unsupported_reason(mirrored) == "the picture is displayed mirrored"
+        with pytest.raises(MatteError, match="displayed mirrored"):
+            DaliFrameReader(mirrored, 2, 2, device_id=None)
+    turned = with_display_rotation(ffmpeg_exe, upright, tmp_path / "turned.mp4", 180)
+    assert nvdec_unsupported_reason(turned) is None
+
+
+def _colour_clip(ffmpeg: str, target: Path, tags: list[str], full_range: bool = False) -> Path:
+    # Saturation lowered so that every colour lies within both matrices' gamuts.
+    scale = ",scale=out_range=full" if full_range else ""
+    return vp9_clip(ffmpeg, target, size="640x360", frames=6,
+                    extra_output=["-vf", f"eq=saturation=0.6{scale}", *tags])
+
+
+@pytest.mark.parametrize("full_range", [False, True])
+def test_bt709_sources_get_the_colours_ffmpeg_gives_them(ffmpeg_exe, tmp_path, full_range):
+    """DALI converts YUV with BT.601's matrix whatever the stream says; ffmpeg follows the
+    tag. Uncorrected, this clip's 320x320 frames differ from ffmpeg's by 10 levels."""
+    range_tags = ["-color_range", "pc"] if full_range else []
+    tagged = _colour_clip(ffmpeg_exe, tmp_path / "bt709.webm", ["-colorspace", "bt709", *range_tags], full_range)
+    untagged = _colour_clip(ffmpeg_exe, tmp_path / "untagged.webm", range_tags, full_range)
+    errors = {}
+    for name, source in (("tagged", tagged), ("untagged", untagged)):
+        _, _, dali = read_dali(source, 4)
+        errors[name] = np.abs(dali.astype(np.int16) - read_ffmpeg(source)).mean()
+    # What is left is DALI's own chroma upsampling, as on untagged (BT.601) streams.
+    assert errors["tagged"] <= min(3.0, errors["untagged"] + 0.3)
+
+
+def test_colour_corrections_turn_bt601_into_each_matrix():
+    assert rgb_correction(2) is None and rgb_correction(5) is None and rgb_correction(6) is None
+    # The published BT.601 YCbCr -> RGB coefficients, independent of the code's own table.
+    bt601 = np.array([[1, 0, 1.402], [1, -0.344136, -0.714136], [1, 1.772, 0]])
+    for colorspace, (kr, kb) in ((1, (0.2126, 0.0722)), (9, (0.2627, 0.0593))):
+        correction = rgb_correction(colorspace)
+        np.testing.assert_allclose(correction @ [100.0, 100.0, 100.0], [100.0, 100.0, 100.0], atol=1e-9)
+        # The stream's pure red, pure green and pure blue, decoded as DALI does, come back pure.
+        for primary in np.eye(3):
+            luma = kr * primary[0] + (1 - kr - kb) * primary[1] + kb * primary[2]
+            ycbcr = [luma, (primary[2] - luma) / (2 * (1 - kb)), (primary[0] - luma) / (2 * (1 - kr))]
+            np.testing.assert_allclose(correction @ (bt601 @ ycbcr), primary, atol=1e-4)
+
+
+def test_colour_matrices_dali_cannot_convert_are_left_to_ffmpeg(ffmpeg_exe, tmp_path):
+    source = make_clip(ffmpeg_exe, tmp_path / "ycgco.mp4", frames=2,
+                       extra_output=["-bsf:v", "h264_metadata=matrix_coefficients=8"])  # YCgCo
+    assert "colour matrix" in nvdec_unsupported_reason(source)
 
 
 def test_truncated_file_fails(ffmpeg_exe, tmp_path):

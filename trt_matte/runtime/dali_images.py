@@ -54,7 +54,7 @@ from ..build_engine.matte_graph import MODEL_SIZE
 from ..engine import Backend
 from ..engine.cuda import DeviceBuffer, PinnedBuffer, copy_async
 from ..errors import MatteError
-from .dali_video import _dali_error
+from .dali_video import DALI_ERRORS, _dali_error
 from .images import DECODE_ERRORS, OutputWriters, _Job, _matte_jobs, mask_at_size, write_matte
 
 if TYPE_CHECKING:
@@ -65,8 +65,12 @@ RGB_BYTES = MODEL_SIZE * MODEL_SIZE * 3
 # TensorRT takes only 256-byte aligned tensor addresses (a DALI batch's 320x320 slices are:
 # RGB_BYTES is a multiple of 256; masks of other sizes are not).
 ALIGNMENT = 256
-# The operators whose failures are one file's fault (unreadable or undecodable data).
+# The operators whose failures are one file's fault (unreadable or undecodable data)...
 FILE_OPERATORS = ("nvidia.dali.fn.readers.file", "nvidia.dali.fn.decoders.image")
+# ...unless the message shows the GPU failed (CUDA's error names start with "cuda").
+GPU_FAILURES = ("out of memory", "cudaError", "CUDA error", "CUDA_ERROR")
+# How far before a JPEG's end its end-of-image marker may lie (trailing padding or data).
+JPEG_TAIL_BYTES = 64 << 10
 # DALI decodes up to two batches ahead of the engine, enough to overlap the two.
 PIPELINE_PREFETCH = 2
 MAX_THREADS = 4
@@ -111,7 +115,7 @@ def matte_jobs_with_dali(jobs: list[_Job], backend: Backend, cutout: bool, faile
                          writers: OutputWriters) -> None:
     """images.py's GPU hook, in its Pillow path's terms: hand every job's output to
     ``writers`` or report it in ``failed``."""
-    for_dali, for_pillow = _screen(jobs, getattr(backend, "max_frame_side", None))
+    for_dali, for_pillow = _screen(jobs, backend.max_frame_side)
     _matte_jobs(for_pillow, backend, cutout, failed, writers)
     on_gpu = backend.takes_device_batches
     masks = _DeviceMasks(backend) if on_gpu else _HostMasks(backend)
@@ -140,12 +144,23 @@ def _fits_dali(path: Path, max_side: int | None) -> bool:
     """Whether the file looks decodable (without decoding it) and within the engine's size limit."""
     try:
         with Image.open(path) as image:
-            size = image.size
+            size, is_jpeg = image.size, image.format == "JPEG"
             # PNG: every chunk read and CRC-checked; JPEG and others: the header only.
             image.verify()
+        if is_jpeg and not _ends_like_a_jpeg(path):
+            return False
     except DECODE_ERRORS:
         return False
     return max_side is None or max(size) <= max_side
+
+
+def _ends_like_a_jpeg(path: Path) -> bool:
+    """Whether the JPEG's end-of-image marker is near its end. nvJPEG may decode a file cut
+    off in its scan data into a half-grey picture, where Pillow reports it truncated;
+    cameras may append a little after the marker, hence the margin."""
+    with open(path, "rb") as file:
+        file.seek(max(0, path.stat().st_size - JPEG_TAIL_BYTES))
+        return b"\xff\xd9" in file.read()
 
 
 def _matte_until_stopped(jobs: list[_Job], batch_size: int, device_id: int | None, masks: _HostMasks | _DeviceMasks,
@@ -174,7 +189,7 @@ def image_batches(paths: list[Path], batch_size: int, device_id: int | None,
     pipe = _images_pipeline(names, batch_size, device_id, keep_full_size)
     try:
         pipe.build()
-    except RuntimeError as exc:
+    except DALI_ERRORS as exc:
         # Building reads no file: a failure here is DALI's or the GPU's, and would recur.
         raise _dali_error(paths[0], exc) from exc
     # readers.file pads the last batch with repeats of the last file and then wraps into
@@ -182,7 +197,7 @@ def image_batches(paths: list[Path], batch_size: int, device_id: int | None,
     for start in range(0, len(paths), batch_size):
         try:
             outputs = pipe.run()
-        except RuntimeError as exc:
+        except DALI_ERRORS as exc:
             raise _stopped(exc, paths, start, batch_size) from exc
         yield _real_images(outputs, names[start:start + batch_size])
 
@@ -211,10 +226,13 @@ def _images_pipeline(names: list[str], batch_size: int, device_id: int | None, k
     return images_pipeline()
 
 
-def _stopped(exc: RuntimeError, paths: list[Path], start: int, batch_size: int) -> Exception:
+def _stopped(exc: Exception, paths: list[Path], start: int, batch_size: int) -> Exception:
     """The DaliStopped to raise for a pipeline failure in the batch at ``start``, or a
     MatteError when the failure is not a file's fault."""
     message = str(exc)
+    if isinstance(exc, MemoryError) or any(sign in message for sign in GPU_FAILURES):
+        # Not the file's fault: moving files to the Pillow path would only repeat it.
+        return _dali_error(paths[start], exc)
     # Readers run ahead, so the named file may lie beyond this batch; the longest match
     # wins because "a.jpg" is also in a message naming "a.jpg.jpg".
     named = [path for path in paths[start:] if str(path) in message]

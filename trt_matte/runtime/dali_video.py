@@ -48,6 +48,16 @@ NVDEC_PIXEL_FORMATS = frozenset({"yuv420p", "yuvj420p", "nv12"})
 PIPELINE_PREFETCH = 2
 READER_PREFETCH = 1
 MAX_THREADS = 4
+# What DALI raises: RuntimeError for its own failures, MemoryError for CUDA allocation
+# failures (std::bad_alloc), ValueError for rejected arguments (std::invalid_argument).
+DALI_ERRORS = (RuntimeError, MemoryError, ValueError)
+# DALI turns YUV into RGB with BT.601's matrix whatever the stream says, while ffmpeg
+# (and so the CPU path and rembg's usual feeds) follows the stream's tag. The (Kr, Kb)
+# of the other matrices ffmpeg knows, by FFmpeg's AVColorSpace number; untagged streams
+# (2) get BT.601 from both. Streams tagged with anything else go to the ffmpeg reader.
+BT601_KR_KB = (0.299, 0.114)
+KR_KB_BY_COLORSPACE = {1: (0.2126, 0.0722), 2: BT601_KR_KB, 4: (0.30, 0.11), 5: BT601_KR_KB, 6: BT601_KR_KB,
+                       7: (0.212, 0.087), 9: (0.2627, 0.0593)}
 
 
 def dali_available() -> bool:
@@ -68,6 +78,9 @@ class _StreamFormat:
     # Degrees counter-clockwise that players turn the stored picture (the display matrix,
     # as PyAV's VideoFrame.rotation reports it); DALI returns the stored picture.
     rotation: int
+    # The display matrix also flips the picture (PyAV reports a flip as a turn).
+    mirrored: bool = False
+    colorspace: int = 2  # FFmpeg's AVColorSpace; 2 is "unspecified"
 
 
 def _stream_format(source: Path) -> _StreamFormat:
@@ -81,7 +94,39 @@ def _stream_format(source: Path) -> _StreamFormat:
         except (StopIteration, av.error.FFmpegError):
             raise MatteError(f"{source}: the video stream has no decodable frame") from None
         return _StreamFormat(stream.codec_context.codec.canonical_name, first_frame.format.name,
-                            round(first_frame.rotation))
+                             round(first_frame.rotation), _is_mirrored(first_frame), int(first_frame.colorspace))
+
+
+def _is_mirrored(frame: av.VideoFrame) -> bool:
+    """Whether the frame's display matrix flips the picture: its 2x2 part has a negative determinant."""
+    for side_data in frame.side_data:
+        if side_data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            matrix = np.frombuffer(bytes(side_data), np.int32).reshape(3, 3)
+            return int(matrix[0, 0]) * int(matrix[1, 1]) - int(matrix[0, 1]) * int(matrix[1, 0]) < 0
+    return False
+
+
+def _kr_kb(colorspace: int) -> tuple[float, float] | None:
+    return KR_KB_BY_COLORSPACE.get(colorspace)
+
+
+def _ycbcr_to_rgb(kr: float, kb: float) -> np.ndarray:
+    """The matrix from (Y, Cb, Cr) to RGB for luma weights ``kr``, ``kb`` (same units in and out)."""
+    kg = 1 - kr - kb
+    return np.array([[1, 0, 2 * (1 - kr)],
+                     [1, -2 * kb * (1 - kb) / kg, -2 * kr * (1 - kr) / kg],
+                     [1, 2 * (1 - kb), 0]])
+
+
+def rgb_correction(colorspace: int) -> np.ndarray | None:
+    """The 3x3 matrix that turns DALI's BT.601 RGB into the RGB of the stream's own matrix,
+    or None when none is needed. YUV -> RGB is linear with the same offsets and range
+    scaling for every matrix, so the correction is a product of two matrices; pixels DALI
+    clipped to 0 or 255 (only very saturated colours) cannot be recovered."""
+    kr_kb = _kr_kb(colorspace)
+    if kr_kb is None or kr_kb == BT601_KR_KB:
+        return None
+    return _ycbcr_to_rgb(*kr_kb) @ np.linalg.inv(_ycbcr_to_rgb(*BT601_KR_KB))
 
 
 def nvdec_unsupported_reason(source: Path) -> str | None:
@@ -100,6 +145,10 @@ def _unsupported_reason(found: _StreamFormat, device_id: int | None) -> str | No
         return f"NVDEC via DALI takes 8-bit 4:2:0 video, not {found.pixel_format}"
     if found.rotation % 90:
         return f"the picture is displayed turned by {found.rotation} degrees, not a multiple of 90"
+    if found.mirrored:
+        return "the picture is displayed mirrored"
+    if _kr_kb(found.colorspace) is None:
+        return f"DALI cannot convert this stream's colour matrix (FFmpeg colorspace {found.colorspace})"
     return None
 
 
@@ -145,28 +194,37 @@ class DaliFrameReader:
         reason = _unsupported_reason(found, device_id)
         if reason:
             raise MatteError(f"{self.source}: {reason}")
-        self._pipe: Pipeline | None = self._build(_quarter_turns(found.rotation), device_id)
+        self._pipe: Pipeline | None = self._build(found, device_id)
+        # NVDEC checks what it can decode (codec profile, size limits) only when the first
+        # frames are decoded: run once now, so a refusal comes from the constructor, where
+        # the caller can still choose the ffmpeg reader.
+        self._first_outputs: tuple | None = self._run()
 
-    def _build(self, quarter_turns: int, device_id: int | None) -> Pipeline:
+    def _build(self, found: _StreamFormat, device_id: int | None) -> Pipeline:
         try:
-            pipe = _frames_pipeline(local_path(self.source), self.batch_size, device_id, quarter_turns)
+            pipe = _frames_pipeline(local_path(self.source), self.batch_size, device_id,
+                                    _quarter_turns(found.rotation), rgb_correction(found.colorspace))
             pipe.build()
             indexed = pipe.epoch_size(READER)
-        except RuntimeError as exc:
+        except DALI_ERRORS as exc:
             raise _dali_error(self.source, exc) from exc
         if indexed != self.frame_count:
             raise MatteError(f"{self.source}: DALI indexes {indexed} frames but the container lists "
                              f"{self.frame_count}; it has frames before time zero, or changed since it was probed")
         return pipe
 
+    def _run(self) -> tuple:
+        try:
+            return self._pipe.run()
+        except DALI_ERRORS as exc:
+            raise _dali_error(self.source, exc) from exc
+
     def batches(self) -> Iterator[DaliBatch]:
         """One pass over the file; the last batch is padded to the full batch size."""
         for _ in range(math.ceil(self.frame_count / self.batch_size)):
-            try:
-                rgb, frame_numbers = self._pipe.run()
-                numbers = np.asarray(frame_numbers.as_cpu().as_tensor()).ravel().tolist()
-            except RuntimeError as exc:
-                raise _dali_error(self.source, exc) from exc
+            outputs, self._first_outputs = self._first_outputs or self._run(), None
+            rgb, frame_numbers = outputs
+            numbers = np.asarray(frame_numbers.as_cpu().as_tensor()).ravel().tolist()
             real = _leading_real_frames(numbers, self.frames_read, self.source)
             self.frames_read += real
             yield DaliBatch(real, rgb.as_tensor(), rgb)
@@ -178,6 +236,7 @@ class DaliFrameReader:
         """Release DALI's threads and decoder now, not at garbage collection; batches
         already yielded stay valid."""
         self._pipe = None
+        self._first_outputs = None
 
 
 def _quarter_turns(rotation: int) -> int:
@@ -185,7 +244,8 @@ def _quarter_turns(rotation: int) -> int:
     return (rotation // 90) % 4
 
 
-def _frames_pipeline(path: str, batch_size: int, device_id: int | None, quarter_turns: int) -> Pipeline:
+def _frames_pipeline(path: str, batch_size: int, device_id: int | None, quarter_turns: int,
+                     correction: np.ndarray | None) -> Pipeline:
     from nvidia.dali import fn, pipeline_def, types
 
     # The dynamic executor allocates every output afresh, so a yielded batch is never
@@ -199,8 +259,13 @@ def _frames_pipeline(path: str, batch_size: int, device_id: int | None, quarter_
             prefetch_queue_depth=READER_PREFETCH, name=READER)
         # U²-Net's per-frame min-max makes masks sensitive to the downscale filter: DALI's
         # default linear filter is far from rembg's antialiased Lanczos (see DESIGN.md).
+        # The colour correction is linear, so it may follow the resize, on 320x320 float
+        # pixels (rounded once), instead of on every full-size pixel.
         model_input = fn.resize(video, size=[MODEL_SIZE, MODEL_SIZE], interp_type=types.INTERP_LANCZOS3,
-                                antialias=True)
+                                antialias=True, dtype=types.UINT8 if correction is None else types.FLOAT)
+        if correction is not None:
+            # Cast rounds to nearest and saturates.
+            model_input = fn.cast(fn.coord_transform(model_input, M=correction.ravel().tolist()), dtype=types.UINT8)
         return _turned(model_input, quarter_turns), frame_numbers
 
     return frames_pipeline()
@@ -240,7 +305,7 @@ def _leading_real_frames(numbers: list[int], next_frame: int, source: Path) -> i
     return due - next_frame
 
 
-def _dali_error(source: Path, exc: RuntimeError) -> MatteError:
+def _dali_error(source: Path, exc: Exception) -> MatteError:
     """DALI's errors span many lines (operator, Python traceback, C++ context): keep the cause."""
     cause = str(exc).split("encountered:", 1)[-1]
     line = next((text.strip() for text in cause.splitlines() if text.strip()), type(exc).__name__)

@@ -57,9 +57,10 @@ class DeviceStages:
 
     def __init__(self, source: Path, info: VideoInfo, backend: Any, batch_size: int,
                  announce: Callable[[str], None]):
+        # Both readers deliver display-oriented frames; the engine upsizes to the displayed size.
+        backend.check_frame_size(info.height, info.width)  # before DALI and the buffers are set up
         self._backend = backend
         self._batch_size = batch_size
-        # Both readers deliver display-oriented frames; the engine upsizes to the displayed size.
         self._width, self._height = info.width, info.height
         self._frame_bytes = self._width * self._height
         self._dali: DaliFrameReader | None = None
@@ -114,11 +115,12 @@ class DeviceStages:
         return self._dali.frames_read if self._dali is not None else self._ffmpeg.frames_read
 
     def close(self) -> None:
+        # The engine may still read a DALI batch or write a slot: wait for it first.
+        self._backend.stream.synchronize()
         if self._ffmpeg is not None:
             self._ffmpeg.kill()
         if self._dali is not None:
             self._dali.close()
-        self._backend.stream.synchronize()
         for slot in self._slots:
             slot.device.close()
             slot.host.close()
