@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 

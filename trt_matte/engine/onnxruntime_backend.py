@@ -1,6 +1,7 @@
 """ONNX Runtime backend: the portable path and the numerical reference."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +44,29 @@ def open_session(graph_path: Path, providers: list[str], threads: int | None) ->
         raise MatteError(f"ONNX Runtime could not load {graph_path.name}: {exc}".splitlines()[0]) from None
 
 
+@functools.cache
+def preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN for ONNX Runtime's CUDA provider, once.
+
+    When they come from NVIDIA's pip wheels (onnxruntime-gpu's [cuda,cudnn] extras), the
+    dynamic loader does not search there and the provider fails to start unless they are
+    preloaded, which onnxruntime-gpu's preload_dlls does (ORT 1.21+). System-wide CUDA
+    loads without it, so a failure here is left to the session to report.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception:  # noqa: BLE001 -- see the docstring: the session reports what matters
+        pass
+
+
 def _cuda_session(graph_path: Path, threads: int | None) -> ort.InferenceSession:
     if CUDA_PROVIDER not in ort.get_available_providers():
         raise MatteError("--device cuda needs onnxruntime-gpu (pip uninstall onnxruntime && pip install onnxruntime-gpu); "
                          "the installed onnxruntime has no CUDA provider")
+    preload_cuda_libraries()
     session = open_session(graph_path, [CUDA_PROVIDER, CPU_PROVIDER], threads)
     # ORT quietly drops a provider it cannot initialise (no driver, no GPU): check.
     if session.get_providers()[0] != CUDA_PROVIDER:
@@ -62,6 +82,7 @@ class OnnxRuntimeBackend(Backend):
         if device == "cuda":
             self._session = _cuda_session(graph_path, threads)
         elif device == "auto" and CUDA_PROVIDER in ort.get_available_providers():
+            preload_cuda_libraries()
             self._session = open_session(graph_path, [CUDA_PROVIDER, CPU_PROVIDER], threads)
         else:
             self._session = open_session(graph_path, [CPU_PROVIDER], threads)

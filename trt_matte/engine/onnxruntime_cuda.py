@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, MODEL_SIZE, OUTPUT_NAME
 from ..errors import MatteError
