@@ -60,7 +60,9 @@ from trt_matte.runtime.outputs import MATTE, X264_PRESETS
 from trt_matte.runtime.video import DEFAULT_CRF, DOWNSCALE_FILTER, matte_video
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
+# The test assets (models/u2netp.onnx, media/carphone.mp4): ../shared beside the
+# checkout, or wherever TRT_MATTE_SHARED points (a copied tree on another machine).
+SHARED = Path(os.environ.get("TRT_MATTE_SHARED", REPO_ROOT.parent / "shared"))
 DEFAULT_CLIP = SHARED / "media" / "carphone.mp4"
 DEFAULT_MODEL_FILE = SHARED / "models" / "u2netp.onnx"
 # Long enough that start-up (ffmpeg processes, probe, final remux: ~0.45 s) does not
@@ -276,12 +278,13 @@ def stage_trt_matte(plan: Plan, graph: str) -> tuple[int, float]:
     return result.frames, time.perf_counter() - start
 
 
-def _peer_session(plan: Plan) -> tuple[ort.InferenceSession, str]:
+def peer_session(model: str, providers: list[str], threads: int | None) -> tuple[ort.InferenceSession, str]:
+    """A plain session on the raw model, as rembg makes one; warmed up once."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    if plan.threads:
-        options.intra_op_num_threads = plan.threads
-    session = ort.InferenceSession(plan.model, options, providers=["CPUExecutionProvider"])
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model, options, providers=providers)
     input_name = session.get_inputs()[0].name
     session.run(None, {input_name: np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), np.float32)})  # warm-up
     return session, input_name
@@ -301,34 +304,50 @@ def peer_matte(session: ort.InferenceSession, input_name: str, frame: np.ndarray
     return np.asarray(Image.fromarray(mask).resize(image.size, Image.Resampling.LANCZOS))
 
 
-def _peer_pipes(plan: Plan) -> tuple[subprocess.Popen, subprocess.Popen]:
+def _peer_pipes(clip: Path, width: int, height: int, rate: str, target: Path,
+                frames: int | None) -> tuple[subprocess.Popen, subprocess.Popen]:
     base = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error"]
+    limit = ["-frames:v", str(frames)] if frames else []
     decoder = subprocess.Popen(
-        [*base, "-i", plan.clip, "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+        [*base, "-i", str(clip), "-map", "0:v:0", *limit, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
         stdout=subprocess.PIPE)
     # Same x264 preset and crf as trt-matte's matte encoder, so only the pipeline differs.
     encoder = subprocess.Popen(
-        [*base, "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{plan.clip_width}x{plan.clip_height}",
-         "-framerate", plan.clip_rate, "-i", "pipe:0", "-c:v", "libx264", "-preset", X264_PRESETS[MATTE],
-         "-crf", str(DEFAULT_CRF), "-pix_fmt", "yuv420p", "-y", str(Path(plan.work_dir) / "peer.mp4")],
+        [*base, "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{width}x{height}",
+         "-framerate", rate, "-i", "pipe:0", "-c:v", "libx264", "-preset", X264_PRESETS[MATTE],
+         "-crf", str(DEFAULT_CRF), "-pix_fmt", "yuv420p", "-y", str(target)],
         stdin=subprocess.PIPE)
     return decoder, encoder
 
 
-def stage_frame_by_frame(plan: Plan) -> tuple[int, float]:
-    session, input_name = _peer_session(plan)
-    frame_bytes = plan.clip_width * plan.clip_height * 3
+def run_peer(session: ort.InferenceSession, input_name: str, clip: Path, width: int, height: int, rate: str,
+             target: Path, frames: int | None = None) -> tuple[int, float]:
+    """The frame-by-frame peer over ``clip`` (its first ``frames`` frames, if given):
+    ffmpeg decode -> ``peer_matte`` -> ffmpeg encode; returns (frames, seconds)."""
+    frame_bytes = width * height * 3
     start = time.perf_counter()
-    decoder, encoder = _peer_pipes(plan)
-    frames = 0
-    while len(chunk := decoder.stdout.read(frame_bytes)) == frame_bytes:
-        frame = np.frombuffer(chunk, np.uint8).reshape(plan.clip_height, plan.clip_width, 3)
-        encoder.stdin.write(peer_matte(session, input_name, frame).tobytes())
-        frames += 1
-    encoder.stdin.close()
-    if decoder.wait() != 0 or encoder.wait() != 0:
-        raise BenchError(f"the peer's ffmpeg failed (decoder {decoder.returncode}, encoder {encoder.returncode})")
-    return frames, time.perf_counter() - start
+    decoder, encoder = _peer_pipes(clip, width, height, rate, target, frames)
+    done = 0
+    try:
+        while len(chunk := decoder.stdout.read(frame_bytes)) == frame_bytes:
+            frame = np.frombuffer(chunk, np.uint8).reshape(height, width, 3)
+            encoder.stdin.write(peer_matte(session, input_name, frame).tobytes())
+            done += 1
+        encoder.stdin.close()
+        if decoder.wait() != 0 or encoder.wait() != 0:
+            raise BenchError(f"the peer's ffmpeg failed (decoder {decoder.returncode}, encoder {encoder.returncode})")
+    finally:
+        for process in (decoder, encoder):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return done, time.perf_counter() - start
+
+
+def stage_frame_by_frame(plan: Plan) -> tuple[int, float]:
+    session, input_name = peer_session(plan.model, ["CPUExecutionProvider"], plan.threads)
+    return run_peer(session, input_name, Path(plan.clip), plan.clip_width, plan.clip_height, plan.clip_rate,
+                    Path(plan.work_dir) / "peer.mp4")
 
 
 STAGE_FUNCTIONS = {

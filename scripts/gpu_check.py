@@ -1,40 +1,48 @@
-"""GPU check: trt-matte's GPU path tested, checked for accuracy and benchmarked, in one run.
+"""GPU check: trt-matte's GPU path tested, checked for accuracy and benchmarked.
 
 Run on a GPU machine after ``pip install -e '.[gpu,test]'`` (add onnxruntime-gpu, in
 place of onnxruntime, for the ONNX Runtime CUDA path and the frame-by-frame peer):
 
     python scripts/gpu_check.py [--model NAME|PATH] [--clip PATH] [--frames N] [--batch N]
-                                [--json PATH] [--skip-tests] [--debug]
+                                [--steps tests,engine,accuracy,bench] [--tests-timeout S]
+                                [--peer-frames N] [--work-dir DIR] [--json PATH] [--debug]
 
-    python scripts/gpu_check.py                          # u2netp, carphone, 600 frames at 1080p
-    python scripts/gpu_check.py --skip-tests --frames 1200 --json gpu.json
+    python scripts/gpu_check.py                            # u2netp, carphone, 1800 frames at 1080p
+    python scripts/gpu_check.py --steps tests              # each step fits a 10-minute slot...
+    python scripts/gpu_check.py --steps engine,accuracy,bench --work-dir /tmp/gc --json gpu.json
 
-Every step prints one PASS, FAIL or SKIP line with its reason (WARN lines add notes):
+The test assets default to ../shared beside the checkout (or $TRT_MATTE_SHARED); the
+check never downloads a model by itself. Every step prints one PASS, FAIL or SKIP line
+with its reason (WARN lines add notes), and --json is rewritten after every step, so a
+run cut short keeps what it found:
 
-1. environment: the GPU (cuda-python), TensorRT, ONNX Runtime's providers, DALI, ffmpeg,
-   the model and the clip;
-2. the GPU tests, ``pytest -m gpu tests`` in a child process; a test skipped on a GPU
-   machine is printed as a warning;
-3. the TensorRT engine for the model (``ensure_engine``): build time and size; then the
-   GPU backend the next steps use;
+1. environment (always): the GPU (cuda-python), TensorRT, ONNX Runtime's providers and
+   packages, DALI, ffmpeg, the model and the clip;
+2. tests: the GPU tests, ``pytest -m gpu tests`` in a child process; a test skipped on a
+   GPU machine is printed as a warning;
+3. engine: the TensorRT engine for the model (``ensure_engine``): build time and size;
+   then the GPU backend the next steps use;
 4. accuracy on the clip's 320x320 frames (ffmpeg's reader): GPU masks against the CPU
    FP32 matte graph, mean abs error <= 1/255, mean IoU at 128 >= 0.98, and no constant
    mask where the CPU's is not (masks are uint8, so a NaN or an FP16 overflow can only
    show that way: it spreads through the per-image min-max to the whole mask);
-5. benchmarks on a 1080p H.264 clip made from the clip (Lanczos, x264 crf 18, looped to
-   ``--frames``), all on the same GPU: (a) DALI decode + resize alone, (b) the engine
-   alone per batch size (device buffers, 1080p output), (c) ffmpeg encode alone (the
-   engine's 1080p masks, cycled), (d) trt-matte end to end (``matte_video``), (e) a
-   rembg-style frame-by-frame loop on ONNX Runtime CUDA; then one table and the targets
+5. bench, on a 1080p H.264 clip made from the clip (Lanczos, x264 crf 18, looped to
+   ``--frames``; kept in --work-dir for the next run), all on the same GPU: (a) DALI
+   decode + resize alone, (b) the engine alone per batch size (device buffers, 1080p
+   output), (c) ffmpeg encode alone (the engine's 1080p masks, cycled), (d) trt-matte end
+   to end (``matte_video``), (e) rembg's way, frame by frame on ONNX Runtime CUDA, over
+   ``--peer-frames`` frames (its rate is steady); then one table and the targets
    end-to-end >= 0.90 x the slowest of (a, best of b, c) and >= 30 x frame-by-frame.
 
 Without TensorRT, steps 4, 5b and 5d run on ONNX Runtime CUDA's device backend (the
 same zero-copy interface) and are labelled so. Stages are timed as a file pays them:
 DALI's reader set-up (it indexes the file) and the encoder's start and finish are
-inside the timings; engine or session creation and one warm-up run are not.
+inside the timings; engine or session creation, DALI's one-time start-up and one
+warm-up run are not.
 
-Exit status: 0 when no check failed, 1 when any did, 2 when CUDA sees no GPU (nothing
-was checked). Failures print one line each; ``--debug`` adds their tracebacks.
+Exit status: 0 when every step passed and both targets were measured, 1 when a check
+failed or a target could not be measured, 2 when CUDA sees no GPU (one line, nothing
+checked). Failures print one line each; ``--debug`` adds their tracebacks.
 """
 from __future__ import annotations
 
@@ -56,14 +64,15 @@ import numpy as np
 import onnxruntime as ort
 from bench_cpu import (
     DEFAULT_CLIP,
+    DEFAULT_MODEL_FILE,
     REPO_ROOT,
     BenchError,
     Check,
     make_test_clip,
-    model_path,
-    peer_matte,
+    peer_session,
     positive_int,
     run_ffmpeg,
+    run_peer,
 )
 
 from trt_matte.build_engine.matte_graph import MODEL_SIZE, matte_graph_path
@@ -76,22 +85,31 @@ from trt_matte.build_engine.tensorrt_build import (
 )
 from trt_matte.engine import Backend, BackendRequest, open_backend
 from trt_matte.engine.cuda import DeviceBuffer, check, copy_async, device_name_and_capability, runtime_api
-from trt_matte.engine.onnxruntime_backend import CPU_PROVIDER, CUDA_PROVIDER, OnnxRuntimeBackend, open_session
+from trt_matte.engine.onnxruntime_backend import (
+    CPU_PROVIDER,
+    CUDA_PROVIDER,
+    OnnxRuntimeBackend,
+    preload_cuda_libraries,
+)
 from trt_matte.errors import MatteError
-from trt_matte.models import cache_dir
+from trt_matte.models import cache_dir, resolve_model
 from trt_matte.runtime.dali_video import DaliFrameReader, dali_available
-from trt_matte.runtime.ffmpeg_process import FfmpegProcess
-from trt_matte.runtime.media import VideoInfo, ffmpeg_exe, local_path, probe_video
+from trt_matte.runtime.media import VideoInfo, ffmpeg_exe, probe_video
 from trt_matte.runtime.video import DEFAULT_CRF, FrameReader, MatteEncoder, matte_video
 
-DEFAULT_FRAMES = 600
+# At several hundred fps, 1800 frames take seconds a stage: fixed start-up costs
+# (ffmpeg processes, DALI's indexing, the final remux) stay a few percent of it.
+DEFAULT_FRAMES = 1800
+DEFAULT_PEER_FRAMES = 300
+STEPS = ("tests", "engine", "accuracy", "bench")
 ENGINE_BATCHES = (1, 4, 8, 16)
 ACCURACY_FRAMES = 240  # the CPU reference runs them all; carphone has 120
 MAX_MEAN_ABS_ERROR = 1.0  # 1/255 on 0..255 masks
 MIN_MEAN_IOU = 0.98  # as tests/test_gpu.py
 MIN_E2E_VS_SLOWEST = 0.90
 MIN_E2E_VS_PEER = 30.0
-TESTS_TIMEOUT_S = 1800
+# The GPU tests build several engines; a lent machine runs a command for 10 minutes at most.
+TESTS_TIMEOUT_S = 480
 EXIT_FAILED, EXIT_NO_GPU = 1, 2
 PASS, FAIL, SKIP, WARN = "PASS", "FAIL", "SKIP", "WARN"
 
@@ -117,15 +135,36 @@ class Line:
 
 
 class Report:
-    def __init__(self, debug: bool):
+    """The lines printed so far and the numbers behind them, saved as JSON after each line."""
+
+    def __init__(self, debug: bool, json_path: Path | None, config: dict[str, Any]):
         self.debug = debug
+        self.json_path = json_path
+        self.config = config
         self.lines: list[Line] = []
         self.numbers: dict[str, Any] = {}
+        self.environment: Environment | None = None
+        self.timings: list[Timing] = []
+        self.verdicts: list[Check] = []
 
     def add(self, step: str, status: str, detail: str, echo: bool = True) -> None:
         self.lines.append(Line(step, status, detail))
         if echo:
             print(f"{status}  {step}: {detail}", flush=True)
+        self.save()
+
+    def save(self) -> None:
+        if self.json_path is None:
+            return
+        document = {
+            "config": self.config,
+            "environment": asdict(self.environment) if self.environment else None,
+            "steps": [asdict(line) for line in self.lines],
+            "results": self.numbers,
+            "stages": [{**asdict(timing), "fps": timing.fps} for timing in self.timings],
+            "ratios": [{**asdict(verdict), "passed": verdict.passed} for verdict in self.verdicts],
+        }
+        self.json_path.write_text(json.dumps(document, indent=2, default=str) + "\n")
 
     def note(self, text: str) -> None:
         print(f"      {text}", flush=True)
@@ -220,10 +259,18 @@ def check_tensorrt() -> Outcome:
 
 
 def check_onnxruntime() -> Outcome:
+    import importlib.metadata
+    packages = sorted(f"{dist.metadata['Name']} {dist.version}" for dist in importlib.metadata.distributions()
+                      if (dist.metadata["Name"] or "").lower().startswith("onnxruntime"))
     providers = ort.get_available_providers()
     on_cuda = CUDA_PROVIDER in providers
     note = "" if on_cuda else " (no CUDA provider: onnxruntime-gpu is absent, or the CPU package shadows it)"
-    return Outcome(f"{ort.__version__}, providers {', '.join(providers)}{note}", on_cuda)
+    warnings = ()
+    if len(packages) > 1:
+        warnings = (f"{' and '.join(packages)} are installed together and overwrite each other's files: "
+                    "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu",)
+    return Outcome(f"{ort.__version__} from {Path(ort.__file__).parent}, providers {', '.join(providers)}{note}",
+                   on_cuda, warnings=warnings)
 
 
 def check_dali() -> Outcome:
@@ -243,7 +290,10 @@ def check_ffmpeg() -> Outcome:
 
 
 def check_model(spec: str | None) -> Outcome:
-    model = model_path(spec)
+    if spec is None and not DEFAULT_MODEL_FILE.is_file():
+        return Outcome(f"no {DEFAULT_MODEL_FILE} (set TRT_MATTE_SHARED, or pass --model PATH or a registry "
+                       "name: the check does not download by itself)", status=FAIL)
+    model = DEFAULT_MODEL_FILE if spec is None else resolve_model(spec).path
     return Outcome(f"{model} ({model.stat().st_size / 1e6:.1f} MB)", model)
 
 
@@ -265,14 +315,14 @@ def check_environment(report: Report, args: argparse.Namespace) -> Environment:
 
 # ---- 2. the GPU tests -----------------------------------------------------------------
 
-def run_gpu_tests() -> Outcome:
+def run_gpu_tests(timeout_s: int) -> Outcome:
     # -rfEs: the reasons of skips (warnings here) and the names of failures and errors.
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "tests", "-q", "-rfEs", "-p", "no:cacheprovider"]
     try:
         done = subprocess.run(command, check=False, cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=TESTS_TIMEOUT_S)
+                              timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise BenchError(f"the GPU tests ran past {TESTS_TIMEOUT_S // 60} minutes") from None
+        raise BenchError(f"the GPU tests ran past {timeout_s} s (--tests-timeout)") from None
     lines = done.stdout.strip().splitlines() or done.stderr.strip().splitlines() or ["no output"]
     counts = {word: int(number) for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)", lines[-1])}
     passed = done.returncode == 0 and counts.get("passed", 0) > 0
@@ -372,7 +422,12 @@ def check_accuracy(backend: Backend, model: Path, clip: Path) -> Outcome:
 # ---- 5. benchmarks --------------------------------------------------------------------
 
 def make_1080p_clip(clip: Path, frames: int, work_dir: Path) -> Outcome:
-    target = work_dir / "test-1080p.mp4"
+    target = work_dir / f"test-1080p-{frames}.mp4"
+    if target.is_file():  # made by an earlier run with the same --work-dir
+        info = probe_video(target)
+        if info.frame_count == frames:
+            return Outcome(f"{target.name}: {info.frame_count} frames, {info.width}x{info.height} H.264, "
+                           "kept from an earlier run", (target, info))
     started = time.perf_counter()
     make_test_clip(clip, target, frames)
     info = probe_video(target)
@@ -383,6 +438,8 @@ def make_1080p_clip(clip: Path, frames: int, work_dir: Path) -> Outcome:
 def bench_dali(clip: Path, info: VideoInfo, batch: int, dali: str | None) -> Outcome:
     if dali is None:
         return skip("DALI is absent")
+    # DALI's one-time start-up (libraries, CUDA context, NVDEC) is no cost of this file.
+    DaliFrameReader(clip, info.frame_count, batch, device_id=0).close()
     started = time.perf_counter()
     reader = DaliFrameReader(clip, info.frame_count, batch, device_id=0)
     try:
@@ -436,44 +493,27 @@ def bench_encode(masks: np.ndarray, info: VideoInfo, target: Path) -> Outcome:
     return Outcome(f"x264 crf {DEFAULT_CRF}, {len(masks)} masks cycled, {timing.summary()}", timing)
 
 
-def bench_end_to_end(backend: Backend, clip: Path, target: Path) -> Outcome:
+def bench_end_to_end(backend: Backend, clip: Path, info: VideoInfo, target: Path) -> Outcome:
     notes: list[str] = []
     started = time.perf_counter()
-    result = matte_video(clip, target, backend, progress=False, announce=notes.append)
+    # Probed already, as the CLI probes before the run: 5a pays no probe either.
+    result = matte_video(clip, target, backend, progress=False, probed=info, announce=notes.append)
     timing = Timing(f"d trt-matte e2e, {engine_label(backend)}", result.frames, time.perf_counter() - started)
     return Outcome(timing.summary(), timing, warnings=tuple(notes))
 
 
-def bench_frame_by_frame(model: Path, clip: Path, info: VideoInfo, target: Path, cuda_provider: bool) -> Outcome:
+def bench_frame_by_frame(model: Path, clip: Path, info: VideoInfo, target: Path, cuda_provider: bool,
+                         frames: int) -> Outcome:
     """rembg's way, one frame at a time: ffmpeg -> Pillow -> ORT CUDA on the raw model -> Pillow -> ffmpeg."""
     if not cuda_provider:
         return skip("onnxruntime-gpu is absent, and ONNX Runtime on the CPU is no fair peer for a GPU pipeline")
-    session = open_session(model, [CUDA_PROVIDER, CPU_PROVIDER], None)
+    preload_cuda_libraries()
+    session, input_name = peer_session(str(model), [CUDA_PROVIDER, CPU_PROVIDER], None)
     if session.get_providers()[0] != CUDA_PROVIDER:
         raise BenchError("ONNX Runtime's CUDA provider could not start for the peer")
-    input_name = session.get_inputs()[0].name
-    session.run(None, {input_name: np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), np.float32)})  # warm-up
-    frame_bytes = info.width * info.height * 3
-    started = time.perf_counter()
-    decoder = FfmpegProcess(["-i", local_path(clip), "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                             "pipe:1"], "decoding for the peer", pipe_stdout=True)
-    # Same x264 preset and crf as trt-matte's encoder, so only the pipeline differs.
-    encoder = FfmpegProcess(["-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{info.width}x{info.height}",
-                             "-framerate", str(info.average_rate), "-i", "pipe:0", "-c:v", "libx264",
-                             "-preset", "veryfast", "-crf", str(DEFAULT_CRF), "-pix_fmt", "yuv420p", "-y",
-                             local_path(target)], "encoding for the peer", pipe_stdin=True)
-    frames = 0
-    try:
-        while len(chunk := decoder.process.stdout.read(frame_bytes)) == frame_bytes:
-            frame = np.frombuffer(chunk, np.uint8).reshape(info.height, info.width, 3)
-            encoder.process.stdin.write(peer_matte(session, input_name, frame).tobytes())
-            frames += 1
-        decoder.finish()
-        encoder.finish()
-    finally:
-        decoder.kill()
-        encoder.kill()
-    timing = Timing("e frame-by-frame, ORT CUDA", frames, time.perf_counter() - started)
+    done, seconds = run_peer(session, input_name, clip, info.width, info.height, str(info.average_rate), target,
+                             frames)
+    timing = Timing("e frame-by-frame, ORT CUDA", done, seconds)
     return Outcome(timing.summary(), timing)
 
 
@@ -485,7 +525,7 @@ def ratio_checks(report: Report, stages: dict[str, Timing | None], engine: list[
         report.add("5 e2e / slowest stage", SKIP, "needs 5a, 5b, 5c and 5d")
     else:
         slowest = min(parts, key=lambda timing: timing.fps)
-        verdicts.append(Check(f"e2e / slowest ({slowest.stage[0]})", stages["d"].fps / slowest.fps,
+        verdicts.append(Check(f"e2e / slowest ({slowest.stage})", stages["d"].fps / slowest.fps,
                               MIN_E2E_VS_SLOWEST, True, "", 3))
     if stages["d"] is None or stages["e"] is None:
         report.add("5 e2e / frame-by-frame", SKIP, "needs 5d and 5e")
@@ -508,7 +548,7 @@ def print_table(timings: list[Timing], verdicts: list[Check]) -> None:
 
 
 def run_benchmarks(report: Report, args: argparse.Namespace, env: Environment, backend: Backend | None,
-                   work_dir: Path) -> tuple[list[Timing], list[Check]]:
+                   work_dir: Path) -> None:
     made = report.attempt("5 test clip", make_1080p_clip, env.clip, args.frames, work_dir, needs={"a clip": env.clip})
     clip, info = made or (None, None)
     batch = backend.preferred_batch if backend else args.batch
@@ -520,30 +560,34 @@ def run_benchmarks(report: Report, args: argparse.Namespace, env: Environment, b
                                    needs=gpu_ready) or ([], None)
     stages["c"] = report.attempt("5c ffmpeg encode", bench_encode, masks, info, work_dir / "encoded.mp4",
                                  needs={"the 1080p masks of 5b": masks})
-    stages["d"] = report.attempt("5d end to end", bench_end_to_end, backend, clip, work_dir / "matte.mp4",
+    stages["d"] = report.attempt("5d end to end", bench_end_to_end, backend, clip, info, work_dir / "matte.mp4",
                                  needs=gpu_ready)
     stages["e"] = report.attempt("5e frame by frame", bench_frame_by_frame, env.model, clip, info,
-                                 work_dir / "peer.mp4", env.cuda_provider,
+                                 work_dir / "peer.mp4", env.cuda_provider, args.peer_frames,
                                  needs={"a model": env.model, "the test clip": clip})
-    timings = [timing for timing in (stages["a"], *engine, stages["c"], stages["d"], stages["e"]) if timing]
-    return timings, ratio_checks(report, stages, engine)
+    report.timings = [timing for timing in (stages["a"], *engine, stages["c"], stages["d"], stages["e"]) if timing]
+    report.verdicts = ratio_checks(report, stages, engine)
+    report.save()
+    if report.timings:
+        print_table(report.timings, report.verdicts)
 
 
-def run_gpu_steps(report: Report, args: argparse.Namespace, env: Environment,
-                  work_dir: Path) -> tuple[list[Timing], list[Check]]:
-    if args.skip_tests:
-        report.add("2 gpu tests", SKIP, "--skip-tests")
-    else:
-        report.numbers["tests"] = report.attempt("2 gpu tests", run_gpu_tests)
-    report.numbers["engine"] = report.attempt("3 engine", build_engine, env.model, args.batch, env.tensorrt,
-                                              report.note, needs={"a model": env.model})
-    built = report.numbers["engine"] if env.tensorrt else "not needed"
+def run_gpu_steps(report: Report, args: argparse.Namespace, env: Environment, work_dir: Path) -> None:
+    if "tests" in args.steps:
+        report.numbers["tests"] = report.attempt("2 gpu tests", run_gpu_tests, args.tests_timeout)
+    if "engine" in args.steps:
+        report.numbers["engine"] = report.attempt("3 engine", build_engine, env.model, args.batch, env.tensorrt,
+                                                  report.note, needs={"a model": env.model})
+    if "accuracy" not in args.steps and "bench" not in args.steps:
+        return
     backend = report.attempt("3 backend", open_gpu_backend, env, args.batch, report.note,
-                             needs={"a model": env.model, "the engine": built})
+                             needs={"a model": env.model})
     try:
-        report.numbers["accuracy"] = report.attempt("4 accuracy", check_accuracy, backend, env.model, env.clip,
-                                                    needs={"a GPU backend": backend, "a clip": env.clip})
-        return run_benchmarks(report, args, env, backend, work_dir)
+        if "accuracy" in args.steps:
+            report.numbers["accuracy"] = report.attempt("4 accuracy", check_accuracy, backend, env.model, env.clip,
+                                                        needs={"a GPU backend": backend, "a clip": env.clip})
+        if "bench" in args.steps:
+            run_benchmarks(report, args, env, backend, work_dir)
     finally:
         if backend is not None:
             backend.close()
@@ -551,58 +595,82 @@ def run_gpu_steps(report: Report, args: argparse.Namespace, env: Environment,
 
 # ---- the run --------------------------------------------------------------------------
 
-def write_json(path: Path, args: argparse.Namespace, env: Environment, report: Report, timings: list[Timing],
-               verdicts: list[Check]) -> None:
-    document = {
-        "config": {"model": args.model or "default", "clip": str(args.clip), "frames": args.frames,
-                   "batch": args.batch},
-        "environment": asdict(env),
-        "steps": [asdict(line) for line in report.lines],
-        "results": report.numbers,
-        "stages": [{**asdict(timing), "fps": timing.fps} for timing in timings],
-        "ratios": [{**asdict(verdict), "passed": verdict.passed} for verdict in verdicts],
-    }
-    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+def steps_list(text: str) -> tuple[str, ...]:
+    steps = tuple(step.strip() for step in text.split(",") if step.strip())
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown or not steps:
+        raise argparse.ArgumentTypeError(f"steps are a comma list of {', '.join(STEPS)}")
+    return steps
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="registry name or .onnx path (default: ../shared/models/u2netp.onnx "
-                        "beside the repository if present, else the registry default)")
+    parser.add_argument("--model", help=f"registry name or .onnx path (default: {DEFAULT_MODEL_FILE})")
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP,
                         help=f"source clip for accuracy and the 1080p test clip (default {DEFAULT_CLIP})")
     parser.add_argument("--frames", type=positive_int, default=DEFAULT_FRAMES,
                         help=f"frames in the 1080p test clip (default {DEFAULT_FRAMES})")
+    parser.add_argument("--peer-frames", type=positive_int, default=DEFAULT_PEER_FRAMES,
+                        help=f"frames the frame-by-frame peer runs (default {DEFAULT_PEER_FRAMES})")
     parser.add_argument("--batch", type=positive_int, default=DEFAULT_MAX_BATCH,
                         help=f"the TensorRT engine's largest batch (default {DEFAULT_MAX_BATCH})")
-    parser.add_argument("--json", type=Path, help="also write every result to this file")
-    parser.add_argument("--skip-tests", action="store_true", help="do not run the GPU tests (step 2)")
+    parser.add_argument("--steps", type=steps_list, default=STEPS,
+                        help=f"which steps after the environment, a comma list (default {','.join(STEPS)})")
+    parser.add_argument("--tests-timeout", type=positive_int, default=TESTS_TIMEOUT_S,
+                        help=f"seconds the GPU tests may take (default {TESTS_TIMEOUT_S})")
+    parser.add_argument("--work-dir", type=Path,
+                        help="keep the 1080p test clip and outputs here between runs (default: a temporary folder)")
+    parser.add_argument("--json", type=Path, help="also write every result to this file, after every step")
     parser.add_argument("--debug", action="store_true", help="print the traceback of every failure")
     return parser.parse_args(argv)
 
 
+def no_gpu_reason() -> str | None:
+    """Why nothing can be checked here, or None when CUDA sees a GPU."""
+    try:
+        cudart = runtime_api()
+    except MatteError as missing:
+        return str(missing)
+    error, count = cudart.cudaGetDeviceCount()
+    if error != cudart.cudaError_t.cudaSuccess or not count:
+        return "CUDA sees no GPU: nothing was checked"
+    return None
+
+
+def final_verdict(report: Report, steps: tuple[str, ...]) -> int:
+    failed = report.count(FAIL)
+    print(f"\ngpu_check: {report.count(PASS)} passed, {failed} failed, {report.count(SKIP)} skipped, "
+          f"{report.count(WARN)} warnings")
+    if "bench" in steps:
+        measured = {verdict.name.split(" (")[0]: verdict for verdict in report.verdicts}
+        words = [f"{name} {measured[name].value:.3f} {'PASS' if measured[name].passed else 'FAIL'}"
+                 if name in measured else f"{name} not measured"
+                 for name in ("e2e / slowest", "e2e / frame-by-frame")]
+        complete = len(measured) == 2
+        print(f"gpu_check: targets: {'; '.join(words)}{'' if complete else ' -> INCOMPLETE'}")
+        if not complete:
+            return EXIT_FAILED
+    return EXIT_FAILED if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    report = Report(args.debug)
-    env = check_environment(report, args)
-    timings: list[Timing] = []
-    verdicts: list[Check] = []
-    if env.gpu is None:
-        for step in ("2 gpu tests", "3 engine", "4 accuracy", "5 benchmarks"):
-            report.add(step, SKIP, "no GPU visible")
-    else:
-        with tempfile.TemporaryDirectory(prefix="gpu-check-") as work_dir:
-            timings, verdicts = run_gpu_steps(report, args, env, Path(work_dir))
-        if timings:
-            print_table(timings, verdicts)
-    if args.json:
-        write_json(args.json, args, env, report, timings, verdicts)
-    if env.gpu is None:
-        print("gpu_check: no GPU visible: nothing was checked", file=sys.stderr)
-        return EXIT_NO_GPU
-    print(f"\ngpu_check: {report.count(PASS)} passed, {report.count(FAIL)} failed, {report.count(SKIP)} skipped, "
-          f"{report.count(WARN)} warnings")
-    return EXIT_FAILED if report.count(FAIL) else 0
+    reason = no_gpu_reason()
+    if reason is not None:
+        print(f"gpu_check: {reason}", file=sys.stderr)
+        return EXIT_NO_GPU if "CUDA sees no GPU" in reason else EXIT_FAILED
+    config = {"model": args.model or str(DEFAULT_MODEL_FILE), "clip": str(args.clip), "frames": args.frames,
+              "peer_frames": args.peer_frames, "batch": args.batch, "steps": list(args.steps)}
+    report = Report(args.debug, args.json, config)
+    report.environment = env = check_environment(report, args)
+    if env.gpu is not None:
+        if args.work_dir is not None:
+            args.work_dir.mkdir(parents=True, exist_ok=True)
+            run_gpu_steps(report, args, env, args.work_dir)
+        else:
+            with tempfile.TemporaryDirectory(prefix="gpu-check-") as work_dir:
+                run_gpu_steps(report, args, env, Path(work_dir))
+    return final_verdict(report, args.steps)
 
 
 if __name__ == "__main__":

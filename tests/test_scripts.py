@@ -1,0 +1,67 @@
+"""The benchmark scripts' own logic on the CPU: the shared frame-by-frame peer, and the
+GPU check's behaviour where there is no GPU. (Their GPU stages run only on a GPU.)"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import decode_rgb, make_clip, mean_abs_error
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+from bench_cpu import peer_matte, peer_session, run_peer  # noqa: E402
+from gpu_check import Report, final_verdict, steps_list  # noqa: E402
+
+
+def test_gpu_check_without_a_gpu_says_so_in_one_line():
+    done = subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py")], capture_output=True, text=True,
+                          timeout=120)
+    if done.returncode == 2:
+        assert done.stderr.strip() == "gpu_check: CUDA sees no GPU: nothing was checked"
+    else:  # a machine with a GPU runs the whole check instead: nothing to assert here
+        pytest.skip("CUDA sees a GPU here")
+    assert done.stdout == ""
+
+
+def test_gpu_check_steps_are_validated():
+    assert steps_list("bench, accuracy") == ("bench", "accuracy")
+    with pytest.raises(Exception, match="comma list"):
+        steps_list("tests,benchmarks")
+
+
+def test_a_run_whose_targets_were_not_measured_does_not_pass(tmp_path, capsys):
+    report = Report(debug=False, json_path=tmp_path / "check.json", config={})
+    report.add("1 gpu", "PASS", "a GPU")
+    assert final_verdict(report, ("tests",)) == 0  # no benchmark asked for: nothing missing
+    assert final_verdict(report, ("bench",)) == 1
+    assert "e2e / slowest not measured; e2e / frame-by-frame not measured -> INCOMPLETE" in capsys.readouterr().out
+    assert '"status": "PASS"' in (tmp_path / "check.json").read_text()  # saved after the step
+
+
+def test_the_peer_encodes_every_frame_it_reads(tmp_path, ffmpeg_exe, tiny_model):
+    clip = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="160x120", frames=12)
+    session, input_name = peer_session(str(tiny_model), ["CPUExecutionProvider"], 1)
+    frames, seconds = run_peer(session, input_name, clip, 160, 120, "25", tmp_path / "peer.mp4", frames=5)
+    assert frames == 5 and seconds > 0
+    assert decode_rgb(ffmpeg_exe, tmp_path / "peer.mp4").shape == (5, 120, 160, 3)
+
+
+def test_the_peer_computes_rembgs_masks(tmp_path_factory, u2netp_path, ffmpeg_exe, carphone_path):
+    from rembg import new_session, remove
+    rembg_home = tmp_path_factory.mktemp("rembg_home")
+    shutil.copyfile(u2netp_path, rembg_home / u2netp_path.name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("U2NET_HOME", str(rembg_home))
+        rembg = new_session("u2net_custom", model_path=str(rembg_home / u2netp_path.name))
+    session, input_name = peer_session(str(u2netp_path), ["CPUExecutionProvider"], None)
+    for frame in decode_rgb(ffmpeg_exe, carphone_path, frames=31)[::15]:
+        ours = peer_matte(session, input_name, frame)
+        theirs = np.asarray(remove(Image.fromarray(frame), session=rembg, only_mask=True))
+        assert ours.shape == theirs.shape and mean_abs_error(ours, theirs) <= 0.5
