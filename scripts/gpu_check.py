@@ -40,9 +40,10 @@ DALI's reader set-up (it indexes the file) and the encoder's start and finish ar
 inside the timings; engine or session creation, DALI's one-time start-up and one
 warm-up run are not.
 
-Exit status: 0 when every step passed and both targets were measured, 1 when a check
-failed or a target could not be measured, 2 when CUDA sees no GPU (one line, nothing
-checked). Failures print one line each; ``--debug`` adds their tracebacks.
+Exit status: 0 when every step passed (and, with the bench step, both targets were
+measured), 1 when a check failed, a target could not be measured or CUDA cannot start,
+2 when CUDA sees no GPU (one line, nothing checked). Failures print one line each;
+``--debug`` adds their tracebacks.
 """
 from __future__ import annotations
 
@@ -140,6 +141,8 @@ class Report:
     def __init__(self, debug: bool, json_path: Path | None, config: dict[str, Any]):
         self.debug = debug
         self.json_path = json_path
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
         self.config = config
         self.lines: list[Line] = []
         self.numbers: dict[str, Any] = {}
@@ -239,11 +242,9 @@ class Environment:
 
 
 def check_gpu() -> Outcome:
+    """The GPU's description (main() has made sure CUDA sees one)."""
     cudart = runtime_api()
-    error, count = cudart.cudaGetDeviceCount()
-    if error != cudart.cudaError_t.cudaSuccess or not count:
-        reason = "no devices" if error == cudart.cudaError_t.cudaSuccess else cudart.cudaGetErrorName(error)[1].decode()
-        return Outcome(f"CUDA sees none ({reason})", status=FAIL)
+    count = check(cudart.cudaGetDeviceCount(), "counting GPUs")
     name, capability = device_name_and_capability(0)
     driver = check(cudart.cudaDriverGetVersion(), "reading the driver's CUDA version")
     others = f", device 0 of {count}" if count > 1 else ""
@@ -625,16 +626,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def no_gpu_reason() -> str | None:
-    """Why nothing can be checked here, or None when CUDA sees a GPU."""
+def unusable_gpu() -> tuple[str, int] | None:
+    """Why nothing can be checked here and the exit status to say it with, or None
+    when CUDA sees a GPU. No device, or no driver (which CUDA reports as one too old:
+    the message names it), is EXIT_NO_GPU; anything else is a failure to fix."""
     try:
         cudart = runtime_api()
     except MatteError as missing:
-        return str(missing)
+        return str(missing), EXIT_FAILED
     error, count = cudart.cudaGetDeviceCount()
-    if error != cudart.cudaError_t.cudaSuccess or not count:
-        return "CUDA sees no GPU: nothing was checked"
-    return None
+    if error == cudart.cudaError_t.cudaSuccess and count:
+        return None
+    name = cudart.cudaGetErrorName(error)[1].decode()
+    if error in (cudart.cudaError_t.cudaSuccess, cudart.cudaError_t.cudaErrorNoDevice):
+        return "CUDA sees no GPU: nothing was checked", EXIT_NO_GPU
+    if error == cudart.cudaError_t.cudaErrorInsufficientDriver:
+        return (f"CUDA sees no GPU ({name}: no NVIDIA driver, or one older than r580): nothing was checked",
+                EXIT_NO_GPU)
+    return f"CUDA cannot start ({name}): nothing was checked", EXIT_FAILED
 
 
 def final_verdict(report: Report, steps: tuple[str, ...]) -> int:
@@ -655,14 +664,16 @@ def final_verdict(report: Report, steps: tuple[str, ...]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    reason = no_gpu_reason()
-    if reason is not None:
+    unusable = unusable_gpu()
+    if unusable is not None:
+        reason, status = unusable
         print(f"gpu_check: {reason}", file=sys.stderr)
-        return EXIT_NO_GPU if "CUDA sees no GPU" in reason else EXIT_FAILED
+        return status
     config = {"model": args.model or str(DEFAULT_MODEL_FILE), "clip": str(args.clip), "frames": args.frames,
               "peer_frames": args.peer_frames, "batch": args.batch, "steps": list(args.steps)}
     report = Report(args.debug, args.json, config)
     report.environment = env = check_environment(report, args)
+    report.save()
     if env.gpu is not None:
         if args.work_dir is not None:
             args.work_dir.mkdir(parents=True, exist_ok=True)

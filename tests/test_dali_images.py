@@ -241,6 +241,22 @@ def test_a_jpeg_with_data_after_its_end_marker_still_fits(tmp_path, frames):
     assert _fits_dali(path, None)
 
 
+def test_a_cut_jpeg_is_caught_behind_its_thumbnails_end_marker(tmp_path, frames):
+    """An EXIF thumbnail is a whole JPEG, end marker included, near the file's start."""
+    thumbnail = tmp_path / "thumbnail.jpg"
+    Image.fromarray(frames[1]).resize((40, 30)).save(thumbnail)
+    main = tmp_path / "main.jpg"
+    Image.fromarray(frames[0]).save(main, quality=90)
+    payload = b"Exif\0\0" + thumbnail.read_bytes()
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    whole = main.read_bytes()[:2] + app1 + main.read_bytes()[2:]  # after the start-of-image marker
+    camera = tmp_path / "camera.jpg"
+    camera.write_bytes(whole)
+    assert _fits_dali(camera, None)
+    camera.write_bytes(whole[: len(whole) * 3 // 4])
+    assert not _fits_dali(camera, None)
+
+
 def test_gpu_failures_are_not_blamed_on_files(tmp_path):
     paths = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
     decoder_failure = ("Error in MIXED operator `nvidia.dali.fn.decoders.image` encountered:\n"

@@ -309,7 +309,7 @@ def test_output_writers_run_in_parallel_with_bounded_images_in_flight():
     with OutputWriters(bar, workers) as writers:
         for index in range(20):
             writers.submit(slow_write, index)
-            # Submitted but not finished: at most two per thread wait in memory.
+            # Submitted but not finished: at most twice as many as there are threads.
             assert index + 1 - writers.written <= 2 * workers
     assert writers.written == bar.n == 20
     assert sorted(started) == list(range(20))

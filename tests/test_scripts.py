@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import decode_rgb, make_clip, mean_abs_error
+from conftest import _gpu_visible, decode_rgb, make_clip, mean_abs_error
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -20,14 +20,12 @@ from bench_cpu import peer_matte, peer_session, run_peer  # noqa: E402
 from gpu_check import Report, final_verdict, steps_list  # noqa: E402
 
 
+@pytest.mark.skipif(_gpu_visible(), reason="a machine with a GPU runs the whole check instead")
 def test_gpu_check_without_a_gpu_says_so_in_one_line():
     done = subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py")], capture_output=True, text=True,
                           timeout=120)
-    if done.returncode == 2:
-        assert done.stderr.strip() == "gpu_check: CUDA sees no GPU: nothing was checked"
-    else:  # a machine with a GPU runs the whole check instead: nothing to assert here
-        pytest.skip("CUDA sees a GPU here")
-    assert done.stdout == ""
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("gpu_check: CUDA sees no GPU") and done.stderr.count("\n") == 1
 
 
 def test_gpu_check_steps_are_validated():

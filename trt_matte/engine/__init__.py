@@ -128,9 +128,9 @@ def _open_tensorrt(request: BackendRequest) -> Backend:
                          accept_below_gate=request.accept_below_gate)
     cached, spec = ensure_engine(build, request.cache_dir, announce=request.announce)
     try:
-        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, request.max_batch)
+        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, build.max_batch)
     except StaleEngine as stale:
         request.announce(f"{stale}; rebuilding it")
         EngineCache(request.cache_dir).discard(spec)
         cached, spec = ensure_engine(build, request.cache_dir, force=True, announce=request.announce)
-        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, request.max_batch)
+        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, build.max_batch)

@@ -1,7 +1,9 @@
 """ONNX Runtime backend: the portable path and the numerical reference."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +53,15 @@ def preload_cuda_libraries() -> None:
     When they come from NVIDIA's pip wheels (onnxruntime-gpu's [cuda,cudnn] extras), the
     dynamic loader does not search there and the provider fails to start unless they are
     preloaded, which onnxruntime-gpu's preload_dlls does (ORT 1.21+). System-wide CUDA
-    loads without it, so a failure here is left to the session to report.
+    loads without it, so a failure here is left to the session to report, and the
+    hints preload_dlls prints about libraries it did not find stay off the terminal.
     """
     preload = getattr(ort, "preload_dlls", None)
     if preload is None:
         return
     try:
-        preload()
+        with contextlib.redirect_stdout(io.StringIO()):
+            preload()
     except Exception:  # noqa: BLE001 -- see the docstring: the session reports what matters
         pass
 

@@ -106,10 +106,6 @@ def _is_mirrored(frame: av.VideoFrame) -> bool:
     return False
 
 
-def _kr_kb(colorspace: int) -> tuple[float, float] | None:
-    return KR_KB_BY_COLORSPACE.get(colorspace)
-
-
 def _ycbcr_to_rgb(kr: float, kb: float) -> np.ndarray:
     """The matrix from (Y, Cb, Cr) to RGB for luma weights ``kr``, ``kb`` (same units in and out)."""
     kg = 1 - kr - kb
@@ -121,9 +117,16 @@ def _ycbcr_to_rgb(kr: float, kb: float) -> np.ndarray:
 def rgb_correction(colorspace: int) -> np.ndarray | None:
     """The 3x3 matrix that turns DALI's BT.601 RGB into the RGB of the stream's own matrix,
     or None when none is needed. YUV -> RGB is linear with the same offsets and range
-    scaling for every matrix, so the correction is a product of two matrices; pixels DALI
-    clipped to 0 or 255 (only very saturated colours) cannot be recovered."""
-    kr_kb = _kr_kb(colorspace)
+    scaling for every matrix, so the correction is a product of two matrices.
+
+    What DALI clipped to 0 or 255 stays wrong: BT.709 colours decoded as BT.601 leave
+    the RGB cube for about a sixth of all colours, the most saturated (pure green comes
+    back 35 levels off). Measured on ffmpeg's testsrc2 at full saturation, 320x320
+    frames against ffmpeg's: 9.0 levels corrected, 7.6 uncorrected; at 60% saturation
+    1.9 against 10.2, and masks of a person clip improve (IoU 0.974 -> 0.989). Reading
+    YCbCr from NVDEC and converting after the resize would avoid the clipping on the
+    GPU, but DALI's CPU decoder cannot output YCbCr, so that path could not be tested."""
+    kr_kb = KR_KB_BY_COLORSPACE.get(colorspace)
     if kr_kb is None or kr_kb == BT601_KR_KB:
         return None
     return _ycbcr_to_rgb(*kr_kb) @ np.linalg.inv(_ycbcr_to_rgb(*BT601_KR_KB))
@@ -147,7 +150,7 @@ def _unsupported_reason(found: _StreamFormat, device_id: int | None) -> str | No
         return f"the picture is displayed turned by {found.rotation} degrees, not a multiple of 90"
     if found.mirrored:
         return "the picture is displayed mirrored"
-    if _kr_kb(found.colorspace) is None:
+    if KR_KB_BY_COLORSPACE.get(found.colorspace) is None:
         return f"DALI cannot convert this stream's colour matrix (FFmpeg colorspace {found.colorspace})"
     return None
 
@@ -198,7 +201,11 @@ class DaliFrameReader:
         # NVDEC checks what it can decode (codec profile, size limits) only when the first
         # frames are decoded: run once now, so a refusal comes from the constructor, where
         # the caller can still choose the ffmpeg reader.
-        self._first_outputs: tuple | None = self._run()
+        try:
+            self._first_outputs: tuple | None = self._run()
+        except MatteError:
+            self.close()  # release the decoder now: the caller may go on with ffmpeg
+            raise
 
     def _build(self, found: _StreamFormat, device_id: int | None) -> Pipeline:
         try:

@@ -37,8 +37,9 @@ MASK_SUFFIX = ".png"
 # without holding many full-size images in memory at once.
 DECODE_WORKERS = min(4, os.cpu_count() or 1)
 # Encoding a PNG takes 16 ms for a 1080p mask and 73 ms for 12 MP, far longer than the
-# GPU's share: writers run in threads (zlib and Pillow release the GIL), each image
-# once in flight, with at most two per thread waiting, so memory stays bounded.
+# GPU's share: writers run in threads (zlib and Pillow release the GIL), with at most
+# twice as many images in flight as threads, so memory stays bounded (for 12 MP cutouts,
+# mask and picture: 16 x 48 MB).
 WRITE_WORKERS = min(8, os.cpu_count() or 1)
 # 65535 / 255: maps 16-bit samples onto 0..255 (Pillow's own convert clips them at 255).
 SIXTEEN_TO_EIGHT_BIT = 257
