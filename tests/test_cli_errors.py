@@ -337,6 +337,24 @@ def _(folder, assets):
     return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "--device", "cuda", "-o", "out.mp4")
 
 
+def _tensorrt_available() -> bool:
+    from trt_matte.build_engine.tensorrt_build import tensorrt_available
+    return tensorrt_available()
+
+
+# No --model: the default model is not in the isolated cache, so a download attempted
+# before the TensorRT check would fail first, with another message.
+@case("backend-tensorrt-without-tensorrt", mentions="TensorRT is not installed",
+      marks=pytest.mark.skipif(_tensorrt_available(), reason="TensorRT is installed"))
+def _(folder, assets):
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "--backend", "tensorrt", "-o", "out.mp4")
+
+
+@case("backend-tensorrt-on-cpu", mentions="--backend onnxruntime")
+def _(folder, assets):
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "--backend", "tensorrt", "--device", "cpu")
+
+
 @case("images-missing-folder", mentions="photos")
 def _(folder, assets):
     return images("photos")

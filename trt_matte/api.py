@@ -22,7 +22,7 @@ from PIL import Image
 
 from .calibration import DEFAULT_FRAMES, CalibrationReport
 from .calibration import calibrate as calibrate_model
-from .engine import Backend, BackendRequest, open_backend
+from .engine import Backend, BackendRequest, check_explicit_tensorrt, open_backend
 from .errors import MatteError
 from .models import cache_dir, resolve_model
 from .runtime.images import ImagesReport, mask_at_size, model_input, process_images, to_rgb
@@ -40,6 +40,7 @@ class Matter:
                  announce: Callable[[str], None] = lambda message: None):
         """``precision``: auto (FP16 on TensorRT, FP32 on ONNX Runtime), fp32, fp16, or int8 (after
         ``calibrate``); ``force`` accepts an INT8 calibration below the accuracy gate."""
+        check_explicit_tensorrt(backend, device)  # before a model download that would go unused
         resolved = resolve_model(None if model is None else str(model), progress=progress)
         self.model_label = resolved.label
         self.progress = progress

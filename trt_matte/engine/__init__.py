@@ -115,14 +115,23 @@ def gpu_pipeline_available() -> bool:
         return False
 
 
+def check_explicit_tensorrt(backend: str, device: str) -> None:
+    """Refuse an explicit TensorRT request this machine cannot serve, in one line; cheap,
+    so callers run it before downloading a model that would go unused."""
+    if backend != "tensorrt":
+        return
+    if device == "cpu":
+        raise MatteError("--backend tensorrt runs on an NVIDIA GPU; use --backend onnxruntime for the CPU")
+    from ..build_engine.tensorrt_build import require_tensorrt_gpu
+    require_tensorrt_gpu()
+
+
 def _open_tensorrt(request: BackendRequest) -> Backend:
     from ..build_engine.engine_cache import EngineCache
-    from ..build_engine.tensorrt_build import DEFAULT_MAX_BATCH, BuildRequest, ensure_engine, require_tensorrt_gpu
+    from ..build_engine.tensorrt_build import DEFAULT_MAX_BATCH, BuildRequest, ensure_engine
     from .tensorrt_backend import StaleEngine, TensorRTBackend
 
-    if request.device == "cpu":
-        raise MatteError("--backend tensorrt runs on an NVIDIA GPU; use --backend onnxruntime for the CPU")
-    require_tensorrt_gpu()
+    check_explicit_tensorrt("tensorrt", request.device)
     build = BuildRequest(request.model_path, _resolved_precision(request.precision, tensorrt=True),
                          max_batch=request.max_batch or DEFAULT_MAX_BATCH, model_label=request.model_label,
                          accept_below_gate=request.accept_below_gate)
