@@ -77,6 +77,7 @@ from bench_cpu import (
 )
 
 from trt_matte.build_engine.matte_graph import MODEL_SIZE, matte_graph_path
+from trt_matte.calibration import mask_iou
 from trt_matte.build_engine.tensorrt_build import (
     DEFAULT_MAX_BATCH,
     BuildRequest,
@@ -390,12 +391,6 @@ def read_frames(clip: Path, limit: int) -> np.ndarray:
 def run_batched(backend: Backend, frames: np.ndarray) -> np.ndarray:
     size = backend.preferred_batch
     return np.concatenate([backend.run(frames[start:start + size]) for start in range(0, len(frames), size)])
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two masks thresholded at 128; two empty masks agree perfectly."""
-    union = np.logical_or(a >= 128, b >= 128).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a >= 128, b >= 128).sum() / union)
 
 
 def compare_masks(gpu: np.ndarray, cpu: np.ndarray) -> dict[str, float]:

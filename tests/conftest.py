@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trt_matte.calibration import mask_iou  # noqa: F401 -- the tests' IoU is the product's own
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
 U2NETP = SHARED / "models" / "u2netp.onnx"
@@ -81,13 +83,6 @@ def video_size(ffmpeg: str, path: Path) -> tuple[int, int]:
                           "-f", "image2pipe", "-c:v", "pam", "-"], capture_output=True, check=True).stdout
     header = dict(line.split(b" ", 1) for line in out.split(b"ENDHDR\n", 1)[0].splitlines()[1:])
     return int(header[b"WIDTH"]), int(header[b"HEIGHT"])
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two masks thresholded at 128; two empty masks agree perfectly."""
-    fg_a, fg_b = a >= 128, b >= 128
-    union = np.logical_or(fg_a, fg_b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(fg_a, fg_b).sum() / union)
 
 
 def mean_abs_error(a: np.ndarray, b: np.ndarray) -> float:

@@ -104,12 +104,16 @@ def _left_out_summary(left_out: dict[str, str]) -> str:
     return "; ".join(parts) or f"nothing (every convolution above {SENSITIVE_SQNR_DB:.0f} dB SQNR)"
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two masks thresholded at 128; two empty masks agree perfectly."""
+    foreground_a, foreground_b = a >= 128, b >= 128
+    union = np.logical_or(foreground_a, foreground_b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(foreground_a, foreground_b).sum() / union)
+
+
 def compare_masks(reference: np.ndarray, candidate: np.ndarray) -> Accuracy:
-    """Per-frame IoU (masks >= 128; two empty masks agree) and mean absolute error."""
-    ious = []
-    for expected, actual in zip(reference >= 128, candidate >= 128):
-        union = np.logical_or(expected, actual).sum()
-        ious.append(1.0 if union == 0 else float(np.logical_and(expected, actual).sum() / union))
+    """Per-frame IoU (``mask_iou``) and mean absolute error."""
+    ious = [mask_iou(expected, actual) for expected, actual in zip(reference, candidate)]
     error = float(np.abs(reference.astype(np.int16) - candidate.astype(np.int16)).mean())
     return Accuracy(round(float(np.mean(ious)), 6), round(float(np.min(ious)), 6), round(error, 4))
 
