@@ -49,15 +49,18 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from trt_matte.build_engine.matte_graph import IMAGENET_MEAN, IMAGENET_STD, MODEL_SIZE, matte_graph_path
-from trt_matte.calibration import current_calibration, load_report, network_for
-from trt_matte.engine import Backend
+from trt_matte.build_engine.matte_graph import IMAGENET_MEAN, IMAGENET_STD, matte_graph_path
+from trt_matte.models import MODEL_SIZE
+from trt_matte.calibration.store import current_calibration, load_report, network_for
+from trt_matte.engine.backend import Backend
 from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
 from trt_matte.errors import MatteError
 from trt_matte.models import cache_dir, resolve_model
-from trt_matte.runtime.media import ffmpeg_exe, probe_video
-from trt_matte.runtime.outputs import MATTE, X264_PRESETS
-from trt_matte.runtime.video import DEFAULT_CRF, DOWNSCALE_FILTER, matte_video
+from trt_matte.media.ffmpeg import ffmpeg_exe
+from trt_matte.media.probe import probe_video
+from trt_matte.media.outputs import DEFAULT_CRF, MATTE, X264_PRESETS
+from trt_matte.media.frame_reader import DOWNSCALE_FILTER
+from trt_matte.runtime.video import matte_video
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The test assets (models/u2netp.onnx, media/carphone.mp4): ../shared beside the

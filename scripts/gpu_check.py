@@ -76,28 +76,26 @@ from bench_cpu import (
     run_peer,
 )
 
-from trt_matte.build_engine.matte_graph import MODEL_SIZE, matte_graph_path
-from trt_matte.calibration import mask_iou
-from trt_matte.build_engine.tensorrt_build import (
-    DEFAULT_MAX_BATCH,
-    BuildRequest,
-    ensure_engine,
-    import_tensorrt,
-    tensorrt_available,
-)
-from trt_matte.engine import Backend, BackendRequest, open_backend
-from trt_matte.engine.cuda import DeviceBuffer, check, copy_async, device_name_and_capability, runtime_api
-from trt_matte.engine.onnxruntime_backend import (
-    CPU_PROVIDER,
-    CUDA_PROVIDER,
-    OnnxRuntimeBackend,
-    preload_cuda_libraries,
-)
+from trt_matte.build_engine.matte_graph import matte_graph_path
+from trt_matte.models import MODEL_SIZE
+from trt_matte.accuracy import mask_iou
+from trt_matte.build_engine.tensorrt_build import DEFAULT_MAX_BATCH, BuildRequest, ensure_engine
+from trt_matte.tensorrt_api import import_tensorrt, tensorrt_available
+from trt_matte.engine.backend import Backend
+from trt_matte.api import BackendRequest, open_backend
+from trt_matte.cuda import DeviceBuffer, check, copy_async, device_name_and_capability, runtime_api
+from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
+from trt_matte.onnxruntime_sessions import CPU_PROVIDER, CUDA_PROVIDER, preload_cuda_libraries
 from trt_matte.errors import MatteError
 from trt_matte.models import cache_dir, resolve_model
-from trt_matte.runtime.dali_video import DaliFrameReader, dali_available
-from trt_matte.runtime.media import VideoInfo, ffmpeg_exe, probe_video
-from trt_matte.runtime.video import DEFAULT_CRF, FrameReader, MatteEncoder, matte_video
+from trt_matte.media.dali import dali_available
+from trt_matte.media.dali_video import DaliFrameReader
+from trt_matte.media.ffmpeg import ffmpeg_exe
+from trt_matte.media.probe import VideoInfo, probe_video
+from trt_matte.media.encoder import MatteEncoder
+from trt_matte.media.frame_reader import FrameReader
+from trt_matte.media.outputs import DEFAULT_CRF
+from trt_matte.runtime.video import matte_video
 
 # At several hundred fps, 1800 frames take seconds a stage: fixed start-up costs
 # (ffmpeg processes, DALI's indexing, the final remux) stay a few percent of it.

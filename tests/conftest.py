@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trt_matte.calibration import mask_iou  # noqa: F401 -- the tests' IoU is the product's own
+from trt_matte.accuracy import mask_iou  # noqa: F401 -- the tests' IoU is the product's own
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
@@ -19,7 +19,7 @@ CARPHONE = SHARED / "media" / "carphone.mp4"
 
 @pytest.fixture(scope="session")
 def ffmpeg_exe() -> str:
-    from trt_matte.runtime.media import ffmpeg_exe as find_ffmpeg
+    from trt_matte.media.ffmpeg import ffmpeg_exe as find_ffmpeg
     return find_ffmpeg()
 
 
@@ -189,7 +189,7 @@ def packet_times(path: Path) -> list[float]:
 
 
 def _gpu_visible() -> bool:
-    from trt_matte.engine.cuda import gpu_count
+    from trt_matte.cuda import gpu_count
     return gpu_count() > 0
 
 
@@ -210,3 +210,37 @@ def with_display_rotation(ffmpeg: str, source: Path, target: Path, degrees: int,
     subprocess.run([ffmpeg, "-v", "error", "-display_rotation", str(degrees), *flip, "-i", str(source),
                     "-c", "copy", str(target)], check=True)
     return target
+
+
+def child_processes(parent: int) -> dict[int, str]:
+    """pid -> command line of the live children of ``parent`` (Linux /proc)."""
+    children = {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == parent and fields[0] != "Z":
+                children[int(status.parent.name)] = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+    return children
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_for_child(parent: int, marker: str, timeout: float = 20.0) -> int:
+    """The pid of the first child of ``parent`` whose command line contains ``marker``."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid, command in child_processes(parent).items():
+            if marker in command:
+                return pid
+        time.sleep(0.005)
+    raise AssertionError(f"no child of {parent} running {marker!r} within {timeout} s")

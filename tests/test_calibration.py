@@ -15,11 +15,13 @@ from onnx import numpy_helper
 from PIL import Image
 
 from trt_matte.build_engine.matte_graph import build_matte_graph, matte_graph_path
-from trt_matte.calibration import GATE_IOU, REPORT_NAME, calibrate, int8_network, model_folder
+from trt_matte.accuracy import GATE_IOU
+from trt_matte.calibration.calibrate import calibrate
+from trt_matte.calibration.store import REPORT_NAME, int8_network, model_folder
 from trt_matte.calibration.quantize import prepare_network, with_static_resizes
 from trt_matte.calibration.sampling import HOLD_BACK_EVERY, Item, candidate_items, sample_frames, spread_sample
 from trt_matte.errors import MatteError
-from trt_matte.runtime.video import FrameReader
+from trt_matte.media.frame_reader import FrameReader
 
 from conftest import decode_gray, make_clip, mask_iou, mean_abs_error
 

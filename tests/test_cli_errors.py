@@ -25,7 +25,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import U2NETP, make_clip, packet_times
+from conftest import U2NETP, make_clip, packet_times, wait_for_child
 
 CLI = [sys.executable, "-m", "trt_matte"]
 ERROR_PREFIX = "trt-matte: error:"
@@ -338,7 +338,7 @@ def _(folder, assets):
 
 
 def _tensorrt_available() -> bool:
-    from trt_matte.build_engine.tensorrt_build import tensorrt_available
+    from trt_matte.tensorrt_api import tensorrt_available
     return tensorrt_available()
 
 
@@ -571,7 +571,12 @@ def _processes_working_in(folder: Path) -> list[str]:
     return found
 
 
-def _interrupt_mid_run(long_run, tmp_path, signum) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
+def _interrupt_mid_run(long_run, tmp_path, signum, stall_encoder: bool = False
+                       ) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
+    """Start a run, wait until it writes its temporary output, then send ``signum``; with
+    ``stall_encoder`` the encoder is stopped first (SIGSTOP: it no longer reads its pipe),
+    as a hung encoder or a full pipe would leave it. Returns the result, the temporary
+    names seen, and the processes still working in the folder afterwards."""
     clip, model = long_run
     folder = tmp_path / "run here"
     folder.mkdir()
@@ -593,8 +598,13 @@ def _interrupt_mid_run(long_run, tmp_path, signum) -> tuple[subprocess.Completed
         assert temp_seen, "the run never created its temporary output (or ended first)"
         time.sleep(0.3)  # let decoding, inference and encoding get going
         assert process.poll() is None, "the run finished before it could be interrupted; use a longer clip"
+        if stall_encoder:
+            os.kill(wait_for_child(process.pid, "pipe:0"), signal.SIGSTOP)
+            time.sleep(0.5)  # the writer is now blocked in a pipe write
+        signalled = time.monotonic()
         process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=30)
+        assert time.monotonic() - signalled < 5, "the run took too long to stop"
     finally:
         if process.poll() is None:
             process.kill()
@@ -615,14 +625,25 @@ def test_ctrl_c_mid_run_exits_130_and_cleans_up(long_run, tmp_path):
     assert strays == [], "ffmpeg children outlived the interrupted run"
 
 
+def test_ctrl_c_while_the_encoder_is_stalled_exits_130_within_seconds(long_run, tmp_path):
+    """The writer is blocked in a pipe write to an encoder that no longer reads: Ctrl-C
+    still ends the run at once (the encoder is killed before the threads are joined)."""
+    result, temp_seen, strays = _interrupt_mid_run(long_run, tmp_path, signal.SIGINT, stall_encoder=True)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert result.returncode == 130, result.stderr
+    assert stderr_lines(result)[-1] == INTERRUPTED
+    assert os.listdir(tmp_path / "run here") == [long_run[0].name], f"left behind (temp was {temp_seen})"
+    assert strays == [], "ffmpeg children outlived the interrupted run"
+
+
 def test_sigterm_mid_run_cleans_up_like_ctrl_c(long_run, tmp_path):
-    """A scheduler's or `kill`'s SIGTERM: cli.main maps it to the Ctrl-C path (exit 130;
-    128 + 15 = 143 would be the conventional code for a TERM, accepted too)."""
+    """A scheduler's or `kill`'s SIGTERM: cli.main maps it to the Ctrl-C path, with the
+    conventional exit code for a TERM, 128 + 15."""
     result, temp_seen, strays = _interrupt_mid_run(long_run, tmp_path, signal.SIGTERM)
     assert result.returncode != -signal.SIGTERM, \
         f"killed by SIGTERM without cleanup; left: {os.listdir(tmp_path / 'run here')}"
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    assert result.returncode in (130, 143), result.stderr
+    assert result.returncode == 143, result.stderr
     assert stderr_lines(result)[-1] == INTERRUPTED
     assert os.listdir(tmp_path / "run here") == [long_run[0].name], f"left behind (temp was {temp_seen})"
     assert strays == [], "ffmpeg children outlived the terminated run"

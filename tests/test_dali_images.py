@@ -23,9 +23,10 @@ from trt_matte.build_engine.matte_graph import matte_graph_path  # noqa: E402
 from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from trt_matte.runtime import images  # noqa: E402
 from trt_matte.errors import MatteError  # noqa: E402
-from trt_matte.runtime.dali_images import (  # noqa: E402
-    DaliStopped, _fits_dali, _host_masks, _runs, _stopped, image_batches)
-from trt_matte.runtime.images import ImagesReport, decode_for_model, process_images  # noqa: E402
+from trt_matte.media.dali_images import DaliStopped, _stopped, dali_can_take, image_batches  # noqa: E402
+from trt_matte.runtime.gpu_images import _host_masks, _runs  # noqa: E402
+from trt_matte.media.pictures import decode_for_model
+from trt_matte.runtime.images import ImagesReport, process_images  # noqa: E402
 
 # Evenly spread frames of carphone.mp4 (176x144), a person moving in a car.
 FRAME_INDEXES = tuple(range(0, 120, 15))
@@ -44,7 +45,7 @@ def frames(ffmpeg_exe, carphone_path) -> list[np.ndarray]:
 @pytest.fixture
 def with_dali(monkeypatch):
     """process_images takes the DALI path whatever the backend (a CPU one runs DALI on the CPU)."""
-    monkeypatch.setattr(images, "_decodes_with_dali", lambda backend: True)
+    monkeypatch.setattr(images, "uses_dali", lambda backend: True)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +120,7 @@ def formats_masks(tmp_path_factory, formats_folder, cpu_backend) -> tuple[Path, 
     """The folder through the DALI path and through the Pillow path, real weights."""
     out = tmp_path_factory.mktemp("formats_out")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(images, "_decodes_with_dali", lambda backend: True)
+        patch.setattr(images, "uses_dali", lambda backend: True)
         report = process_images(formats_folder, out / "dali", cpu_backend, progress=False)
     process_images(formats_folder, out / "pillow", cpu_backend, progress=False)
     return out / "dali", out / "pillow", report
@@ -206,9 +207,9 @@ def test_a_broken_file_does_not_stop_the_folder(tmp_path, frames, batched_tiny_b
     folder = tmp_path / "photos"
     good = _broken_folder(folder, frames)
     # A JPEG cut off before its end marker never reaches DALI (nvJPEG may decode it half grey).
-    assert not _fits_dali(folder / "cut.jpg", None)
+    assert not dali_can_take(folder / "cut.jpg", None)
     # Both pass the cheap check, so DALI meets them: the spoilt PNG it names...
-    assert _fits_dali(folder / "deflate.png", None) and _fits_dali(folder / "gif.png", None)
+    assert dali_can_take(folder / "deflate.png", None) and dali_can_take(folder / "gif.png", None)
     with pytest.raises(DaliStopped) as stopped:
         list(image_batches([folder / "good0.jpg", folder / "deflate.png", folder / "good2.jpg"], 2, None))
     assert stopped.value.suspects == [folder / "deflate.png"]
@@ -224,7 +225,7 @@ def test_a_broken_file_does_not_stop_the_folder(tmp_path, frames, batched_tiny_b
     assert sorted(path.name for path in (tmp_path / "dali").iterdir()) == sorted(
         f"{Path(name).stem}.png" for name in good)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(images, "_decodes_with_dali", lambda backend: False)
+        patch.setattr(images, "uses_dali", lambda backend: False)
         pillow = process_images(folder, tmp_path / "pillow", batched_tiny_backend, progress=False)
     assert sorted(report.failed) == sorted(pillow.failed)  # the Pillow path's own messages
     for name in good:
@@ -238,7 +239,7 @@ def test_a_jpeg_with_data_after_its_end_marker_still_fits(tmp_path, frames):
     path = tmp_path / "camera.jpg"
     Image.fromarray(frames[0]).save(path, quality=90)
     path.write_bytes(path.read_bytes() + bytes(4096))  # padding some cameras append
-    assert _fits_dali(path, None)
+    assert dali_can_take(path, None)
 
 
 def test_a_cut_jpeg_is_caught_behind_its_thumbnails_end_marker(tmp_path, frames):
@@ -252,9 +253,9 @@ def test_a_cut_jpeg_is_caught_behind_its_thumbnails_end_marker(tmp_path, frames)
     whole = main.read_bytes()[:2] + app1 + main.read_bytes()[2:]  # after the start-of-image marker
     camera = tmp_path / "camera.jpg"
     camera.write_bytes(whole)
-    assert _fits_dali(camera, None)
+    assert dali_can_take(camera, None)
     camera.write_bytes(whole[: len(whole) * 3 // 4])
-    assert not _fits_dali(camera, None)
+    assert not dali_can_take(camera, None)
 
 
 def test_gpu_failures_are_not_blamed_on_files(tmp_path):
@@ -296,7 +297,7 @@ def test_images_beyond_the_engines_size_limit_take_the_pillow_path(tmp_path, fra
     Image.fromarray(frames[0]).resize((170, 139)).save(folder / "small.png")
     assert process_images(folder, tmp_path / "out", backend, progress=False).processed == 2
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(images, "_decodes_with_dali", lambda backend: False)
+        patch.setattr(images, "uses_dali", lambda backend: False)
         process_images(folder, tmp_path / "pillow", backend, progress=False)
     # The large one is the Pillow path's output, bit for bit.
     np.testing.assert_array_equal(_read(tmp_path / "out" / "large.png"), _read(tmp_path / "pillow" / "large.png"))
@@ -324,7 +325,7 @@ def test_masks_of_mixed_sizes_get_one_engine_call_per_run_at_aligned_addresses()
 def test_gpu_images_match_the_cpu_path(u2netp_path, cache_home, tmp_path, frames, cpu_backend):
     """nvJPEG + engine upsizing per image size vs the Pillow path with ONNX Runtime on the CPU."""
     pytest.importorskip("tensorrt")
-    from trt_matte.engine import BackendRequest, open_backend
+    from trt_matte.api import BackendRequest, open_backend
     backend = open_backend(BackendRequest(u2netp_path, cache_home, backend="tensorrt", device="cuda"))
     folder = tmp_path / "photos"
     good = _broken_folder(folder, frames)

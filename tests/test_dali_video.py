@@ -16,10 +16,11 @@ pytest.importorskip("nvidia.dali")
 
 from conftest import make_clip, mask_iou, mean_abs_error, with_display_rotation  # noqa: E402
 from trt_matte.errors import MatteError  # noqa: E402
-from trt_matte.runtime.dali_video import (  # noqa: E402
-    DaliFrameReader, _leading_real_frames, dali_available, nvdec_unsupported_reason, rgb_correction)
-from trt_matte.runtime.media import probe_video  # noqa: E402
-from trt_matte.runtime.video import FrameReader  # noqa: E402
+from trt_matte.media.dali_video import (  # noqa: E402
+    DaliFrameReader, _leading_real_frames, nvdec_unsupported_reason, rgb_correction)
+from trt_matte.media.dali import dali_available  # noqa: E402
+from trt_matte.media.probe import probe_video  # noqa: E402
+from trt_matte.media.frame_reader import FrameReader  # noqa: E402
 
 FAST_VP9 = ["-deadline", "realtime", "-cpu-used", "8"]
 

@@ -136,7 +136,7 @@ def test_profiles_satisfy_tensorrts_min_opt_max_rule(tmp_path, max_batch, max_fr
 
 
 def test_frames_beyond_the_engines_limit_are_refused_with_the_fix():
-    from trt_matte.engine import Backend
+    from trt_matte.engine.backend import Backend
     from trt_matte.errors import MatteError
 
     class LimitedBackend(Backend):

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture(scope="module")
 def tensorrt_backend(u2netp_path, cache_home):
     pytest.importorskip("tensorrt")
-    from trt_matte.engine import BackendRequest, open_backend
+    from trt_matte.api import BackendRequest, open_backend
     return open_backend(BackendRequest(u2netp_path, cache_home, backend="tensorrt", device="cuda"))
 
 
@@ -46,8 +46,8 @@ def test_int8_engine_from_a_calibration_matches_fp32(u2netp_path, cpu_backend, c
     CPU FP32 graph on frames of the calibrated clip. The gate is bypassed: this checks
     the engine, and the calibration's own accuracy is test_calibration's business."""
     pytest.importorskip("tensorrt")
-    from trt_matte.calibration import calibrate
-    from trt_matte.engine import BackendRequest, open_backend
+    from trt_matte.calibration.calibrate import calibrate
+    from trt_matte.api import BackendRequest, open_backend
     report = calibrate(u2netp_path, "u2netp", [carphone_path], tmp_path, frames=24)
     backend = open_backend(BackendRequest(u2netp_path, tmp_path, backend="tensorrt", device="cuda",
                                           precision="int8", accept_below_gate=True))
@@ -92,7 +92,7 @@ def test_stale_engine_is_rebuilt(u2netp_path, tmp_path):
     pytest.importorskip("tensorrt")
     from trt_matte.build_engine.engine_cache import EngineCache
     from trt_matte.build_engine.tensorrt_build import BuildRequest, ensure_engine
-    from trt_matte.engine import BackendRequest, open_backend
+    from trt_matte.api import BackendRequest, open_backend
     cached, spec = ensure_engine(BuildRequest(u2netp_path, max_batch=2), tmp_path)
     # A plan whose sidecar still matches but that TensorRT cannot load (another version's plan, say).
     plan = bytearray(cached.path.read_bytes())
@@ -107,9 +107,9 @@ def test_stale_engine_is_rebuilt(u2netp_path, tmp_path):
 
 def test_dali_gpu_reader_matches_ffmpeg_reader_on_h264(ffmpeg_exe, tmp_path):
     pytest.importorskip("nvidia.dali")
-    from trt_matte.runtime.dali_video import DaliFrameReader
-    from trt_matte.runtime.media import probe_video
-    from trt_matte.runtime.video import FrameReader
+    from trt_matte.media.dali_video import DaliFrameReader
+    from trt_matte.media.probe import probe_video
+    from trt_matte.media.frame_reader import FrameReader
     source = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="640x360", frames=21)
     dali = np.concatenate([batch.host_array() for batch in
                            DaliFrameReader(source, probe_video(source).frame_count, 8, device_id=0).batches()])
@@ -124,7 +124,7 @@ def test_onnxruntime_cuda_on_the_device_pipeline(u2netp_path, cache_home, ffmpeg
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("needs onnxruntime-gpu")
-    from trt_matte.engine import BackendRequest, open_backend
+    from trt_matte.api import BackendRequest, open_backend
     from trt_matte.runtime.video import matte_video
     backend = open_backend(BackendRequest(u2netp_path, cache_home, backend="onnxruntime", device="cuda"))
     assert backend.takes_device_batches

@@ -15,7 +15,9 @@ from PIL import Image
 
 from conftest import decode_rgb, mask_iou, mean_abs_error
 from trt_matte.errors import MatteError
-from trt_matte.runtime.images import ImagesReport, OutputWriters, find_images, process_images, to_rgb
+from trt_matte.media.pictures import find_images, to_rgb
+from trt_matte.runtime.image_jobs import OutputWriters
+from trt_matte.runtime.images import ImagesReport, process_images
 
 # Frames of carphone.mp4 (176x144) that become the test images.
 FRAME_INDEXES = (0, 30, 60)

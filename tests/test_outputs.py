@@ -16,9 +16,10 @@ from PIL import Image
 from conftest import decode_gray, decode_rgb, make_clip, packet_times, video_size, with_display_rotation
 from test_video import ExplodingBackend, leftovers
 from trt_matte.errors import MatteError
-from trt_matte.runtime.media import probe_video
-from trt_matte.runtime.outputs import Background, check_output_paths, output_paths, parse_background, parse_outputs
-from trt_matte.runtime.video import MatteEncoder, matte_video
+from trt_matte.media.probe import probe_video
+from trt_matte.media.outputs import Background, check_output_paths, output_paths, parse_background, parse_outputs
+from trt_matte.media.encoder import MatteEncoder
+from trt_matte.runtime.video import matte_video
 
 ALL_KINDS = ["matte", "green", "prores", "webm", "png"]
 # 25 fps for 10 frames, then 10 fps, then 50 fps, starting 2 s in (as in test_video).

@@ -1,5 +1,7 @@
-"""run_overlapped(source, compute, sink): order, completeness, failure in any stage,
-bounded lead of the source over the sink, and Ctrl-C inside compute.
+"""run_overlapped(source, compute, sink, stop=..., release=...): order, completeness,
+failure in any stage, bounded lead of the source over the sink, Ctrl-C, stalls, and
+the teardown contract: ``stop`` only on failure and before the threads are joined,
+``release`` exactly once and only after every stage thread has ended.
 
 Every call runs under a time guard: a stage that fails must release the others, so a
 hang here is a bug, reported as a test failure rather than a stuck test run.
@@ -15,12 +17,14 @@ import time
 
 import pytest
 
-from trt_matte.runtime.stages import QUEUE_DEPTH, run_overlapped
+from trt_matte.errors import MatteError
+from trt_matte.runtime import stages
+from trt_matte.runtime.stages import QUEUE_DEPTH, StagesStuck, run_overlapped
 
 # Generous: a healthy call returns within a few queue polls (0.1 s each).
 GUARD_SECONDS = 10.0
 # How long a stage failure may take to stop the others and surface in the caller:
-# each blocked stage notices within one _POLL_SECONDS (0.1 s) of its queue wait.
+# each blocked stage notices within one POLL_SECONDS (0.1 s) of its queue wait.
 PROMPT_SECONDS = 2.0
 
 
@@ -28,16 +32,39 @@ class Boom(Exception):
     pass
 
 
-def run_guarded(source, compute, sink, timeout: float = GUARD_SECONDS) -> tuple[BaseException | None, float]:
+class Teardown:
+    """Records the calls run_overlapped makes to ``stop`` and ``release``, and which stage
+    threads were alive at each."""
+
+    def __init__(self, on_stop=lambda: None):
+        self.stops: list[int] = []
+        self.releases: list[int] = []
+        self._on_stop = on_stop
+
+    def stop(self) -> None:
+        self.stops.append(len(stage_threads_alive()))
+        self._on_stop()
+
+    def release(self) -> None:
+        self.releases.append(len(stage_threads_alive()))
+
+
+def stage_threads_alive() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("trt-matte-") and thread.is_alive()]
+
+
+def run_guarded(source, compute, sink, teardown: Teardown | None = None,
+                timeout: float = GUARD_SECONDS) -> tuple[BaseException | None, float]:
     """Run run_overlapped in a helper thread; return (what it raised, seconds taken).
 
     Fails the test (instead of hanging it) when the call does not return in ``timeout``.
     """
+    teardown = teardown or Teardown()
     outcome: dict[str, BaseException | None] = {"raised": None}
 
     def target() -> None:
         try:
-            run_overlapped(source, compute, sink)
+            run_overlapped(source, compute, sink, stop=teardown.stop, release=teardown.release)
         except BaseException as exc:  # noqa: BLE001 - the test inspects whatever came out
             outcome["raised"] = exc
 
@@ -48,10 +75,6 @@ def run_guarded(source, compute, sink, timeout: float = GUARD_SECONDS) -> tuple[
     elapsed = time.monotonic() - started
     assert not caller.is_alive(), f"run_overlapped did not return within {timeout} s (hang)"
     return outcome["raised"], elapsed
-
-
-def stage_threads_alive(before: set[threading.Thread]) -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread not in before and thread.is_alive()]
 
 
 def counting_source(limit: int | None, counter: dict, fail_at: int | None = None, error: BaseException | None = None,
@@ -67,11 +90,11 @@ def counting_source(limit: int | None, counter: dict, fail_at: int | None = None
 
 
 def test_results_arrive_in_order_and_complete():
-    caller = {}
+    threads_used = set()
     results: list[int] = []
 
     def compute(item: int) -> int:
-        caller.setdefault("threads", set()).add(threading.current_thread())
+        threads_used.add(threading.current_thread())
         time.sleep(0.001 * (item % 3))  # uneven compute times must not reorder anything
         return item * item
 
@@ -79,13 +102,15 @@ def test_results_arrive_in_order_and_complete():
         time.sleep(0.001 * (result % 2))
         results.append(result)
 
-    before = set(threading.enumerate())
-    raised, _ = run_guarded(iter(range(200)), compute, sink)
+    teardown = Teardown()
+    raised, _ = run_guarded(iter(range(200)), compute, sink, teardown)
     assert raised is None
     assert results == [item * item for item in range(200)]
-    # compute runs in the calling thread (where ONNX Runtime / Ctrl-C live), one thread only.
-    assert len(caller["threads"]) == 1
-    assert not stage_threads_alive(before)
+    # compute runs in one thread of its own, never the caller's.
+    assert len(threads_used) == 1 and threading.main_thread() not in threads_used
+    assert not stage_threads_alive()
+    # A clean run stops nothing (the caller still finishes the encoder) and releases once, after the threads.
+    assert teardown.stops == [] and teardown.releases == [0]
 
 
 @pytest.mark.parametrize("source", [[], [7]], ids=["empty", "one-item"])
@@ -100,14 +125,16 @@ def test_source_exception_propagates_as_the_same_object():
     error = Boom("source broke")
     counter = {"pulled": 0}
     results = []
-    before = set(threading.enumerate())
-    raised, elapsed = run_guarded(counting_source(None, counter, fail_at=5, error=error), lambda x: x, results.append)
+    teardown = Teardown()
+    raised, elapsed = run_guarded(counting_source(None, counter, fail_at=5, error=error), lambda x: x, results.append,
+                                  teardown)
     assert raised is error
     assert elapsed < PROMPT_SECONDS
     # A failure anywhere abandons the run: queued items may be dropped, but what did
     # reach the sink came in order and nothing after the failure point was invented.
     assert results == list(range(len(results))) and len(results) <= 5
-    assert not stage_threads_alive(before)
+    assert not stage_threads_alive()
+    assert len(teardown.stops) == 1 and teardown.releases == [0]
 
 
 def test_compute_exception_propagates_and_stops_the_source():
@@ -120,12 +147,11 @@ def test_compute_exception_propagates_and_stops_the_source():
             raise error
         return item
 
-    before = set(threading.enumerate())
     raised, elapsed = run_guarded(counting_source(None, counter), compute, results.append)
     assert raised is error
     assert elapsed < PROMPT_SECONDS
     assert results == list(range(len(results))) and len(results) <= 3
-    assert not stage_threads_alive(before)
+    assert not stage_threads_alive()
     # The infinite source was abandoned: nothing pulls from it after the call returned.
     pulled = counter["pulled"]
     time.sleep(0.3)
@@ -146,34 +172,41 @@ def test_sink_exception_propagates_and_stops_the_other_stages():
         if result == 4:
             raise error
 
-    before = set(threading.enumerate())
     raised, elapsed = run_guarded(counting_source(None, counter), compute, sink)
     assert raised is error
     assert elapsed < PROMPT_SECONDS
-    assert not stage_threads_alive(before)
+    assert not stage_threads_alive()
     pulled, computed_count = counter["pulled"], len(computed)
     time.sleep(0.3)
     assert (counter["pulled"], len(computed)) == (pulled, computed_count)
 
 
 def test_first_error_wins_when_a_later_stage_also_fails():
-    first = Boom("compute broke first")
+    """compute fails first; the sink then fails too, on the item computed before it."""
+    first, later = Boom("compute broke first"), Boom("sink broke later")
+    sink_started = threading.Event()
 
     def compute(item: int) -> int:
-        raise first
+        if item == 1:
+            sink_started.wait(GUARD_SECONDS)
+            raise first
+        return item
 
-    def sink(result: int) -> None:  # never reached
-        raise AssertionError("sink called after compute failed")
+    def sink(result: int) -> None:
+        sink_started.set()
+        time.sleep(0.3)  # still sinking item 0 when compute fails on item 1
+        raise later
 
     raised, _ = run_guarded(iter(range(10)), compute, sink)
+    assert sink_started.is_set(), "the scenario needs the sink to be running when compute fails"
     assert raised is first
 
 
-def test_a_slow_sink_call_is_waited_for_but_nothing_more_is_sunk():
-    """The sink is stuck for 1 s on its first item (an encoder that stalls); compute fails
-    meanwhile. run_overlapped waits for that one sink call to return (it cannot interrupt
-    it), then comes back with compute's error without sinking the queued results."""
+def test_stop_unblocks_a_sink_stuck_in_io_before_the_threads_are_joined():
+    """The sink blocks (an encoder that stopped reading its pipe) until ``stop`` runs, as
+    killing the process turns a blocked pipe write into an error; compute fails meanwhile."""
     error = Boom("compute broke while the sink was stuck")
+    unblocked = threading.Event()
     sink_calls = []
 
     def compute(item: int) -> int:
@@ -184,12 +217,76 @@ def test_a_slow_sink_call_is_waited_for_but_nothing_more_is_sunk():
 
     def sink(result: int) -> None:
         sink_calls.append(result)
-        time.sleep(1.0)
+        if not unblocked.wait(GUARD_SECONDS):
+            raise AssertionError("stop() was never called")
+        raise BrokenPipeError
 
-    raised, elapsed = run_guarded(iter(range(100)), compute, sink)
+    teardown = Teardown(on_stop=unblocked.set)
+    raised, elapsed = run_guarded(iter(range(100)), compute, sink, teardown)
     assert raised is error
-    assert elapsed < 1.0 + PROMPT_SECONDS
+    assert elapsed < PROMPT_SECONDS
     assert sink_calls == [0]
+    # stop ran while the writer was still alive (it is what freed it); release after all ended.
+    assert teardown.stops[0] >= 1 and teardown.releases == [0]
+
+
+def test_a_stalled_sink_ends_the_run_with_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(stages, "STALL_SECONDS", 0.5)
+    unblocked = threading.Event()
+
+    def sink(result: int) -> None:
+        unblocked.wait(GUARD_SECONDS)
+        raise BrokenPipeError
+
+    teardown = Teardown(on_stop=unblocked.set)
+    raised, elapsed = run_guarded(iter(range(100)), lambda item: item, sink, teardown)
+    assert isinstance(raised, MatteError)
+    assert str(raised).startswith("no progress for 0.5 s while writing the outputs")
+    assert "\n" not in str(raised)
+    assert 0.5 <= elapsed < 0.5 + PROMPT_SECONDS
+    assert teardown.releases == [0]
+
+
+def test_a_stalled_source_ends_the_run_with_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(stages, "STALL_SECONDS", 0.5)
+    unblocked = threading.Event()
+
+    def stalling_source():
+        yield 0
+        unblocked.wait(GUARD_SECONDS)  # a decoder that stopped writing its pipe
+        raise OSError("pipe closed")
+
+    raised, elapsed = run_guarded(stalling_source(), lambda item: item, lambda result: None,
+                                  Teardown(on_stop=unblocked.set))
+    assert isinstance(raised, MatteError)
+    assert str(raised).startswith("no progress for 0.5 s while reading frames")
+    assert elapsed < 0.5 + PROMPT_SECONDS
+
+
+def test_a_stage_that_ignores_stop_keeps_its_memory(monkeypatch):
+    """A thread still alive after the join bound may still use what ``release`` would free:
+    release is skipped and the run fails with StagesStuck, naming the stage."""
+    monkeypatch.setattr(stages, "JOIN_SECONDS", 0.5)
+    error = Boom("compute broke")
+    never, sinking = threading.Event(), threading.Event()
+
+    def compute(item: int) -> int:
+        if item == 1:
+            sinking.wait(GUARD_SECONDS)
+            raise error
+        return item
+
+    def sink(result: int) -> None:
+        sinking.set()
+        never.wait(3.0)  # deaf to stop(): a DALI or driver call that does not return
+
+    teardown = Teardown()
+    raised, elapsed = run_guarded(iter(range(10)), compute, sink, teardown)
+    never.set()
+    assert isinstance(raised, StagesStuck)
+    assert "writer" in str(raised) and "compute broke" in str(raised)
+    assert teardown.releases == []
+    assert elapsed < 0.5 + PROMPT_SECONDS
 
 
 def test_memory_is_bounded_by_the_queues():
@@ -199,7 +296,7 @@ def test_memory_is_bounded_by_the_queues():
     Items the source has yielded but whose sink call has not started can only be:
       1 in the reader thread's hand (blocked in to_compute.put),
       QUEUE_DEPTH waiting in to_compute,
-      1 in the calling thread (being computed, or its result blocked in to_sink.put),
+      1 in the inference thread (being computed, or its result blocked in to_sink.put),
       QUEUE_DEPTH waiting in to_sink.
     So the lead is at most 2 * QUEUE_DEPTH + 2 (6 with QUEUE_DEPTH = 2), whatever the
     source's length; with a slow sink the pipeline fills up and reaches that bound.
@@ -237,8 +334,6 @@ def test_memory_is_bounded_by_the_queues():
 
 
 def test_keyboard_interrupt_in_compute_propagates_and_stops_the_reader():
-    """Ctrl-C lands in the calling thread, which is the one running compute. Run in the
-    main thread (where the signal would arrive), with faulthandler as the hang guard."""
     counter = {"pulled": 0}
     sunk = []
 
@@ -247,26 +342,24 @@ def test_keyboard_interrupt_in_compute_propagates_and_stops_the_reader():
             raise KeyboardInterrupt
         return item
 
-    before = set(threading.enumerate())
-    faulthandler.dump_traceback_later(GUARD_SECONDS, exit=True)
-    started = time.monotonic()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_overlapped(counting_source(None, counter), compute, sunk.append)
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-    assert time.monotonic() - started < PROMPT_SECONDS
+    raised, elapsed = run_guarded(counting_source(None, counter), compute, sunk.append)
+    assert isinstance(raised, KeyboardInterrupt)
+    assert elapsed < PROMPT_SECONDS
     assert sunk == list(range(len(sunk))) and len(sunk) <= 5
-    assert not stage_threads_alive(before), "a stage thread outlived the interrupted run"
+    assert not stage_threads_alive(), "a stage thread outlived the interrupted run"
     pulled = counter["pulled"]
     time.sleep(0.3)
     assert counter["pulled"] == pulled, "the source was still being consumed after Ctrl-C"
 
 
-@pytest.mark.skipif(threading.current_thread() is not threading.main_thread() or os.name != "posix",
-                    reason="needs POSIX signals delivered to the main thread")
+needs_main_thread_signals = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread() or os.name != "posix",
+    reason="needs POSIX signals delivered to the main thread")
+
+
+@needs_main_thread_signals
 def test_real_sigint_while_waiting_for_a_slow_source():
-    """A real SIGINT arriving while the calling thread waits for input (a slow decoder)."""
+    """A real SIGINT arriving while the calling thread supervises a slow decoder."""
     counter = {"pulled": 0}
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         pytest.skip("SIGINT is not mapped to KeyboardInterrupt in this process")
@@ -278,14 +371,15 @@ def test_real_sigint_while_waiting_for_a_slow_source():
             yield index
 
     sunk = []
+    teardown = Teardown()
     timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT))
-    before = set(threading.enumerate()) | {timer}
     faulthandler.dump_traceback_later(GUARD_SECONDS, exit=True)
     started = time.monotonic()
     try:
         timer.start()
         with pytest.raises(KeyboardInterrupt):
-            run_overlapped(slow_source(), lambda item: item, sunk.append)
+            run_overlapped(slow_source(), lambda item: item, sunk.append, stop=teardown.stop,
+                           release=teardown.release)
     finally:
         timer.cancel()
         faulthandler.cancel_dump_traceback_later()
@@ -293,49 +387,38 @@ def test_real_sigint_while_waiting_for_a_slow_source():
     assert time.monotonic() - started < 0.4 + 0.5 + PROMPT_SECONDS
     assert sunk == list(range(len(sunk)))
     timer.join()
-    assert not stage_threads_alive(before)
+    assert not stage_threads_alive()
+    assert len(teardown.stops) == 1 and teardown.releases == [0]
     pulled = counter["pulled"]
     time.sleep(0.7)
     assert counter["pulled"] == pulled
 
 
-def test_stage_error_in_caller_thread_is_not_swallowed_by_a_sink_error_race():
-    """compute and sink fail at about the same time: exactly one of the two errors comes
-    back, never nothing and never a hang."""
-    compute_error, sink_error = Boom("compute"), Boom("sink")
-
-    def compute(item: int) -> int:
-        if item == 1:
-            raise compute_error
-        return item
-
-    def sink(result: int) -> None:
-        raise sink_error
-
-    for _ in range(20):
-        raised, _ = run_guarded(iter(range(10)), compute, sink)
-        assert raised is compute_error or raised is sink_error
-
-
-def test_interrupt_while_waiting_for_the_writer_stops_it_first():
-    """Ctrl-C during the final join must not return while the writer still runs:
-    the GPU path frees the buffers the writer reads as soon as this call returns."""
-    written: list[int] = []
+@needs_main_thread_signals
+def test_a_second_ctrl_c_while_joining_does_not_free_memory_under_the_writer():
+    """Ctrl-C, then Ctrl-C again while the writer finishes its current item: the call
+    still waits for the writer, releases only after it, and raises KeyboardInterrupt."""
+    written: list[float] = []
+    teardown = Teardown()
 
     def slow_sink(item: int) -> None:
-        time.sleep(0.4)
-        written.append(item)
+        time.sleep(0.6)  # deaf to stop(), but short
+        written.append(time.monotonic())
 
+    release_times: list[float] = []
     previous = signal.signal(signal.SIGALRM, lambda *args: (_ for _ in ()).throw(KeyboardInterrupt()))
+    faulthandler.dump_traceback_later(GUARD_SECONDS, exit=True)
     try:
-        # Three items: compute is done by ~0.4 s, the writer until ~1.2 s; the alarm at
-        # 0.7 s lands while the main thread joins the writer.
-        signal.setitimer(signal.ITIMER_REAL, 0.7)
+        # The first alarm at 0.2 s lands while the main thread supervises; the second, at
+        # 0.5 s, while it joins the writer, which finishes its first item at ~0.6 s.
+        signal.setitimer(signal.ITIMER_REAL, 0.2, 0.3)
         with pytest.raises(KeyboardInterrupt):
-            run_overlapped(iter(range(3)), lambda item: item, slow_sink)
-        count_at_return = len(written)
-        time.sleep(1.0)
-        assert len(written) == count_at_return  # the writer had stopped before the call returned
+            run_overlapped(iter(range(5)), lambda item: item, slow_sink, stop=teardown.stop,
+                           release=lambda: (release_times.append(time.monotonic()), teardown.release()))
+        signal.setitimer(signal.ITIMER_REAL, 0)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        faulthandler.cancel_dump_traceback_later()
+    assert len(written) == 1
+    assert teardown.releases == [0] and release_times[0] >= written[0]

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import (decode_gray, decode_rgb, make_clip, mask_iou, mean_abs_error, packet_times, video_size,
-                      with_display_rotation)
+from conftest import (alive, child_processes, decode_gray, decode_rgb, make_clip, mask_iou, mean_abs_error,
+                      packet_times, video_size, wait_for_child, with_display_rotation)
 from trt_matte.errors import MatteError
+from trt_matte.runtime import stages
 from trt_matte.runtime.video import matte_video
 
 
@@ -218,3 +222,34 @@ def test_smoothing_keeps_every_frame_and_its_time(ffmpeg_exe, tiny_backend, tmp_
     assert packet_times(smooth.output) == packet_times(plain.output)
     assert not np.array_equal(smooth_matte, plain_matte)  # the filter really ran
     assert np.mean([mask_iou(a, b) for a, b in zip(smooth_matte, plain_matte)]) >= 0.9
+
+
+@pytest.mark.parametrize("stalled_pipe,stage", [("pipe:0", "writing the outputs"), ("pipe:1", "reading frames")],
+                         ids=["encoder-stops-reading", "decoder-stops-writing"])
+def test_a_stalled_ffmpeg_ends_the_run_with_one_line_and_no_child_left(ffmpeg_exe, tiny_backend, tmp_path, monkeypatch,
+                                                                        stalled_pipe, stage):
+    """An ffmpeg child that stops (SIGSTOP: it neither reads nor writes its pipe) must not
+    hang the run: after STALL_SECONDS the run ends with one line naming the stalled
+    stage, both ffmpeg children are gone and no output or temporary file is left."""
+    monkeypatch.setattr(stages, "STALL_SECONDS", 1.0)
+    clip = make_clip(ffmpeg_exe, tmp_path / "in.mp4", size="320x240", frames=600)
+    stopped: dict[str, int] = {}
+
+    def stop_the_child() -> None:
+        stopped["pid"] = wait_for_child(os.getpid(), stalled_pipe)
+        os.kill(stopped["pid"], signal.SIGSTOP)
+
+    stopper = threading.Thread(target=stop_the_child, daemon=True)
+    stopper.start()
+    started = time.monotonic()
+    with pytest.raises(MatteError) as failure:
+        matte_video(clip, tmp_path / "out.mp4", tiny_backend, progress=False)
+    elapsed = time.monotonic() - started
+    stopper.join(5)
+    assert "pid" in stopped, "the scenario needs the ffmpeg child stopped before the run ended"
+    assert str(failure.value).startswith(f"no progress for 1 s while {stage}")
+    assert "\n" not in str(failure.value)
+    assert elapsed < 1.0 + 5.0
+    assert not alive(stopped["pid"])
+    assert not [command for command in child_processes(os.getpid()).values() if "ffmpeg" in command]
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]

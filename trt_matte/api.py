@@ -11,24 +11,156 @@
 
     calibrate(["clip.mp4", "photos"], model="u2netp")   # INT8 from your own footage, then:
     Matter(model="u2netp", precision="int8")
+
+This module is the composition root: it picks the backend (``open_backend``), finds the
+network a precision needs (the model, or its INT8 calibration) and hands it to the
+engine builder, and wires the pipelines. Lower layers never choose for themselves.
 """
 from __future__ import annotations
 
+import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
-from .calibration import DEFAULT_FRAMES, CalibrationReport
-from .calibration import calibrate as calibrate_model
-from .engine import Backend, BackendRequest, check_explicit_tensorrt, open_backend
+from .build_engine.engine_cache import CachedEngine, EngineCache, EngineSpec
+from .build_engine.matte_graph import matte_graph_path
+from .build_engine.tensorrt_build import (DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE, BuildRequest, ensure_engine,
+                                          require_tensorrt_gpu)
+from .calibration.calibrate import DEFAULT_FRAMES
+from .calibration.calibrate import calibrate as calibrate_model
+from .calibration.store import CalibrationReport, network_for
+from .cuda import gpu_count
+from .engine.backend import Backend
+from .engine.onnxruntime_backend import OnnxRuntimeBackend
 from .errors import MatteError
+from .media.frame_reader import FrameReader
+from .media.outputs import DEFAULT_CRF, DEFAULT_OUTPUTS
+from .media.pictures import mask_at_size, model_input, to_rgb
+from .media.probe import VideoInfo, probe_video
 from .models import cache_dir, resolve_model
-from .runtime.images import ImagesReport, mask_at_size, model_input, process_images, to_rgb
-from .runtime.media import VideoInfo, local_path, probe_video
-from .runtime.video import DEFAULT_CRF, DEFAULT_OUTPUTS, VideoResult, matte_video
-from .runtime.ffmpeg_process import FfmpegProcess
+from .runtime.images import ImagesReport, process_images
+from .runtime.video import VideoResult, matte_video
+from .tensorrt_api import StaleEngine, tensorrt_available
+
+
+# ---------------------------------------------------------------------------------------
+# which backend runs: asking for something unavailable is an error, never a fallback
+
+BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime")
+# auto: FP16 on TensorRT, FP32 on ONNX Runtime (whose CPU FP16 kernels are slower).
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    model_path: Path
+    cache_dir: Path
+    backend: str = "auto"
+    device: str = "auto"
+    threads: int | None = None
+    # TensorRT: the engine's largest batch (its profile); None keeps the default.
+    max_batch: int | None = None
+    announce: Callable[[str], None] = lambda message: None
+    precision: str = "auto"
+    model_label: str | None = None
+    # int8: use a calibration even when its IoU against FP32 is below the gate.
+    accept_below_gate: bool = False
+
+
+def open_backend(request: BackendRequest) -> Backend:
+    """Pick and open a backend.
+
+    auto: TensorRT when it is installed and a GPU is visible, else ONNX Runtime (which
+    itself takes CUDA when onnxruntime-gpu can start, else the CPU).
+    """
+    if (request.backend not in BACKEND_CHOICES or request.device not in DEVICE_CHOICES
+            or request.precision not in PRECISION_CHOICES):
+        raise ValueError(f"unknown backend {request.backend!r}, device {request.device!r} "
+                         f"or precision {request.precision!r}")
+    wants_tensorrt = request.backend == "tensorrt" or (
+        request.backend == "auto" and request.device != "cpu" and tensorrt_available() and gpu_count() > 0)
+    backend = _open_tensorrt(request) if wants_tensorrt else _open_onnxruntime(request)
+    backend.precision = _resolved_precision(request.precision, wants_tensorrt)
+    return backend
+
+
+def _resolved_precision(precision: str, tensorrt: bool) -> str:
+    if precision != "auto":
+        return precision
+    return "fp16" if tensorrt else "fp32"
+
+
+def _open_onnxruntime(request: BackendRequest) -> Backend:
+    precision = _resolved_precision(request.precision, tensorrt=False)
+    network = network_for(request.model_path, request.cache_dir, precision, "cpu", model_label=request.model_label,
+                          accept_below_gate=request.accept_below_gate)
+    graph = matte_graph_path(network, request.cache_dir, precision)
+    backend = OnnxRuntimeBackend(graph, device=request.device, threads=request.threads)
+    if backend.device == "cuda" and gpu_pipeline_available():
+        from .engine.onnxruntime_cuda import OnnxRuntimeCudaBackend  # cuda-python only where it runs
+        upsizing = matte_graph_path(network, request.cache_dir, precision, upsize=True)
+        return OnnxRuntimeCudaBackend(graph, upsizing, threads=request.threads)
+    return backend
+
+
+def gpu_pipeline_available() -> bool:
+    """Whether the zero-copy video stages can run: cuda-python and DALI importable."""
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("cuda.bindings", "nvidia.dali"))
+    except ModuleNotFoundError:  # find_spec imports the parent package ("cuda", "nvidia")
+        return False
+
+
+def check_explicit_tensorrt(backend: str, device: str) -> None:
+    """Refuse an explicit TensorRT request this machine cannot serve, in one line; cheap,
+    so callers run it before downloading a model that would go unused."""
+    if backend != "tensorrt":
+        return
+    if device == "cpu":
+        raise MatteError("--backend tensorrt runs on an NVIDIA GPU; use --backend onnxruntime for the CPU")
+    require_tensorrt_gpu()
+
+
+def _open_tensorrt(request: BackendRequest) -> Backend:
+    from .engine.tensorrt_backend import TensorRTBackend  # cuda-python only where it runs
+
+    check_explicit_tensorrt("tensorrt", request.device)
+    precision = _resolved_precision(request.precision, tensorrt=True)
+    network = network_for(request.model_path, request.cache_dir, precision, "tensorrt",
+                          model_label=request.model_label, accept_below_gate=request.accept_below_gate)
+    build_request = BuildRequest(network, precision, max_batch=request.max_batch or DEFAULT_MAX_BATCH)
+    cached, spec = ensure_engine(build_request, request.cache_dir, announce=request.announce)
+    try:
+        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, build_request.max_batch)
+    except StaleEngine as stale:
+        request.announce(f"{stale}; rebuilding it")
+        EngineCache(request.cache_dir).discard(spec)
+        cached, spec = ensure_engine(build_request, request.cache_dir, rebuild=True, announce=request.announce)
+        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, build_request.max_batch)
+
+
+# ---------------------------------------------------------------------------------------
+# engines and calibrations
+
+
+def build(model: str | Path | None = None, *, precision: str = "fp16", max_batch: int = DEFAULT_MAX_BATCH,
+          max_frame_side: int = DEFAULT_MAX_FRAME_SIDE, rebuild: bool = False, accept_below_gate: bool = False,
+          progress: bool = False, announce: Callable[[str], None] = lambda message: None
+          ) -> tuple[CachedEngine, EngineSpec, str]:
+    """The TensorRT engine for ``model`` on this GPU, built unless a cached one fits (or
+    ``rebuild``): (the cached engine, its spec, the model's label)."""
+    require_tensorrt_gpu()  # before a model download that would be wasted
+    resolved = resolve_model(None if model is None else str(model), progress=progress)
+    network = network_for(resolved.path, cache_dir(), precision, "tensorrt", model_label=resolved.label,
+                          accept_below_gate=accept_below_gate)
+    cached, spec = ensure_engine(BuildRequest(network, precision, max_batch, max_frame_side), cache_dir(),
+                                 rebuild=rebuild, announce=announce)
+    return cached, spec, resolved.label
 
 
 class Matter:
@@ -53,10 +185,8 @@ class Matter:
         return self.backend.describe(self.model_label)
 
     def close(self) -> None:
-        """Release GPU buffers now rather than at exit (CPU backends hold none)."""
-        release = getattr(self.backend, "close", None)
-        if release is not None:
-            release()
+        """Release the backend's GPU memory now rather than at exit; safe to call twice."""
+        self.backend.close()
 
     def __enter__(self) -> "Matter":
         return self
@@ -91,21 +221,15 @@ class Matter:
         Every frame crosses to Python at full size, so this is slower than ``video``.
         """
         info = probe_video(Path(source))
-        decoder = FfmpegProcess(["-i", local_path(Path(source)), "-map", "0:v:0", "-fps_mode", "passthrough",
-                                 "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-                                f"decoding {Path(source).name}", pipe_stdout=True)
-        frame_bytes = info.width * info.height * 3
-        batch = batch or self.backend.preferred_batch
+        reader = FrameReader(Path(source), display_size=(info.width, info.height))
         try:
-            while chunk := decoder.process.stdout.read(frame_bytes * batch):
-                frames = np.frombuffer(chunk, np.uint8, len(chunk) // frame_bytes * frame_bytes)
-                frames = frames.reshape(-1, info.height, info.width, 3)
+            for frames in reader.batches(batch or self.backend.preferred_batch):
                 masks = self.backend.run(np.stack([model_input(Image.fromarray(frame)) for frame in frames]))
                 for frame, mask_320 in zip(frames, masks):
                     yield frame, np.asarray(mask_at_size(mask_320, (info.width, info.height)))
-            decoder.finish()
+            reader.check_frame_count(info.frame_count)
         finally:
-            decoder.kill()
+            reader.kill()
 
 
 def _image_from_array(pixels: np.ndarray) -> Image.Image:

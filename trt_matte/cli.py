@@ -17,15 +17,17 @@ from typing import Iterator
 
 import argparse_addons
 
-from . import __version__
-from .api import Matter
-from .calibration import DEFAULT_FRAMES, GATE_IOU, MAX_FRAMES, MIN_FRAMES
-from .engine import BACKEND_CHOICES, DEVICE_CHOICES, PRECISION_CHOICES
+from .version import __version__
+from .accuracy import GATE_IOU
+from .api import BACKEND_CHOICES, DEVICE_CHOICES, PRECISION_CHOICES, Matter, build, calibrate
 from .build_engine.matte_graph import PRECISIONS
 from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE, MAX_FRAME_SIDE_LIMIT
+from .calibration.calibrate import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
 from .errors import MatteError
+from .media.outputs import DEFAULT_CRF, parse_background, parse_outputs
+from .media.probe import probe_video
+from .models import DEFAULT_MODEL, MODELS
 from .runtime.smoothing import DEFAULT_STRENGTH, MAX_STRENGTH
-from .models import DEFAULT_MODEL, MODELS, cache_dir, resolve_model
 
 COMMANDS = ("build", "video", "images", "calibrate")
 EXIT_FAILED = 1
@@ -104,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--background", metavar="COLOUR|FILE",
                        help="behind the green output: green (default), blue, black, white, #RRGGBB, "
                             "or an image or video file (scaled to cover, centred; a shorter video loops)")
-    video.add_argument("--crf", type=argparse_addons.Integer(0, 51), default=12,
-                       help="x264 quality of the matte and green outputs, lower is closer (default: 12)")
+    video.add_argument("--crf", type=argparse_addons.Integer(0, 51), default=DEFAULT_CRF,
+                       help=f"x264 quality of the matte and green outputs, lower is closer (default: {DEFAULT_CRF})")
     video.add_argument("--no-audio", action="store_true", help="leave the source's audio out of the outputs")
     video.add_argument("--smooth", type=argparse_addons.Integer(0, MAX_STRENGTH), default=0, metavar="K",
                        help=f"temporal smoothing against flicker: a centred, motion-gated median over 2K+1 frames "
@@ -144,21 +146,15 @@ def _matter(args: argparse.Namespace) -> Matter:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from .build_engine.tensorrt_build import BuildRequest, ensure_engine, require_tensorrt_gpu
-
-    require_tensorrt_gpu()  # before a model download that would be wasted
-    model = resolve_model(args.model, progress=not args.quiet)
-    request = BuildRequest(model.path, args.precision, args.max_batch, args.max_size, model_label=model.label,
-                           accept_below_gate=args.force)
-    cached, spec = ensure_engine(request, cache_dir(), force=args.force, announce=lambda line: _status(args, line))
+    cached, spec, label = build(args.model, precision=args.precision, max_batch=args.max_batch,
+                                max_frame_side=args.max_size, rebuild=args.force, accept_below_gate=args.force,
+                                progress=not args.quiet, announce=lambda line: _status(args, line))
     if not cached.fresh:
-        _status(args, f"already built for {model.label} on {spec.gpu.name}: {cached.path} (--force rebuilds)")
+        _status(args, f"already built for {label} on {spec.gpu.name}: {cached.path} (--force rebuilds)")
     return 0
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from .api import calibrate
-
     report = calibrate(args.inputs, model=args.model, frames=args.frames, seed=args.seed, progress=not args.quiet,
                        announce=lambda line: _status(args, line))
     for line in report.lines():
@@ -167,17 +163,14 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _run_video(args: argparse.Namespace) -> int:
-    from .runtime.media import probe_video
-    from .runtime.outputs import parse_background, parse_outputs
-
     # Bad options and a bad input fail before any model work.
     kinds = parse_outputs(args.kinds)
     background = parse_background(args.background, kinds)
     probed = probe_video(args.input)
-    matter = _matter(args)
-    started = time.monotonic()
-    result = matter.video(args.input, args.output, crf=args.crf, audio=not args.no_audio, batch=args.batch,
-                          outputs=kinds, background=background, smooth=args.smooth, probed=probed)
+    with _matter(args) as matter:
+        started = time.monotonic()
+        result = matter.video(args.input, args.output, crf=args.crf, audio=not args.no_audio, batch=args.batch,
+                              outputs=kinds, background=background, smooth=args.smooth, probed=probed)
     seconds = time.monotonic() - started
     written = ", ".join(str(path) for path in result.outputs.values())
     _status(args, f"wrote {written} ({result.frames} frames, {result.frames / seconds:.1f} frames/s)")
@@ -185,8 +178,9 @@ def _run_video(args: argparse.Namespace) -> int:
 
 
 def _run_images(args: argparse.Namespace) -> int:
-    report = _matter(args).images(args.input, args.output, recursive=args.recursive, cutout=args.cutout,
-                                  overwrite=args.overwrite)
+    with _matter(args) as matter:
+        report = matter.images(args.input, args.output, recursive=args.recursive, cutout=args.cutout,
+                               overwrite=args.overwrite)
     _status(args, f"{report.processed} written, {report.skipped} already there, {len(report.failed)} failed")
     return EXIT_FAILED if report.failed else 0
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
 import secrets
 import shutil
@@ -110,3 +112,22 @@ def scratch_path(beside: Path, suffix: str) -> Iterator[Path]:
 def atomic_write_bytes(final_path: Path, data: bytes) -> None:
     with atomic_output(final_path) as temp_path:
         temp_path.write_bytes(data)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, streamed so large models do not sit in memory twice.
+
+    One run asks for the same model's digest several times (graph cache, INT8 folder,
+    report): it is computed once per file version (path, size, modification time).
+    """
+    status = Path(path).stat()
+    return _digest_of_version(str(Path(path).resolve()), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_of_version(path: str, size: int, modified_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -29,6 +29,10 @@ from tqdm import tqdm
 from trt_matte.errors import MatteError
 from trt_matte.files import atomic_output
 
+# Every U²-Net takes square RGB pictures of this side and returns masks of the same size.
+MODEL_SIZE = 320
+MODEL_RGB_BYTES = MODEL_SIZE * MODEL_SIZE * 3
+
 _RELEASES = "https://github.com/danielgatis/rembg/releases/download/v0.0.0"
 BASE_URL_ENV = "TRT_MATTE_MODEL_BASE_URL"
 # Applies to the connection and to each read, not the whole transfer, so a slow

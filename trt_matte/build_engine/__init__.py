@@ -1,1 +1,2 @@
-"""Model -> matte graph (here) -> FP16 graph -> serialized TensorRT engine (planned)."""
+"""Model -> matte graph (``matte_graph``, ``fp16``) -> serialized TensorRT engine
+(``tensorrt_build``), kept in the engine cache (``engine_cache``)."""

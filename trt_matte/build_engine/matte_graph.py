@@ -13,8 +13,6 @@ is a known pitfall that makes a frame's mask depend on its neighbours.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +20,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import MatteError
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, file_digest
+from ..models import MODEL_SIZE
 from .fp16 import convert_network_to_fp16
 
-MODEL_SIZE = 320
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_NAME = "rgb"
@@ -227,25 +225,6 @@ def build_matte_graph(network: onnx.ModelProto, upsize: bool = False) -> onnx.Mo
     model = onnx.utils.Extractor(model).extract_model([graph_input.name for graph_input in inputs], [OUTPUT_NAME])
     onnx.checker.check_model(model)
     return model
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, streamed so large models do not sit in memory twice.
-
-    One run asks for the same model's digest several times (graph cache, INT8 folder,
-    report): it is computed once per file version (path, size, modification time).
-    """
-    status = Path(path).stat()
-    return _digest_of_version(str(Path(path).resolve()), status.st_size, status.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _digest_of_version(path: str, size: int, modified_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def matte_graph_path(network_path: Path, cache_dir: Path, precision: str = "fp32", upsize: bool = False) -> Path:

@@ -34,15 +34,16 @@ from typing import Iterator
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper, version_converter
+from onnxruntime import InferenceSession
 from tqdm import tqdm
 
 from ..build_engine.fp16 import convert_network_to_fp16
-from ..build_engine.matte_graph import (INPUT_NAME, MODEL_SIZE, default_opset, load_network, network_input_name,
+from ..build_engine.matte_graph import (INPUT_NAME, default_opset, load_network, network_input_name,
                                         preprocessing_graph)
-from ..engine.onnxruntime_backend import session_options
 from ..errors import MatteError
+from ..models import MODEL_SIZE
+from ..onnxruntime_sessions import cpu_session, ort_errors
 
 # The first flavour measures every tensor's range; the second reuses a subset of them.
 FLAVOURS = ("cpu", "tensorrt")
@@ -97,13 +98,6 @@ def _convert_opset(network: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     return converted
 
 
-def ort_errors() -> tuple[type[BaseException], ...]:
-    """ONNX Runtime's own exception types (pybind classes outside the RuntimeError tree)."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as state
-    return (state.Fail, state.InvalidArgument, state.InvalidGraph, state.RuntimeException,
-            state.NotImplemented, state.NoSuchFile, RuntimeError)
-
-
 def with_static_resizes(network: onnx.ModelProto) -> onnx.ModelProto:
     """Give every Resize constant scales in place of sizes computed from Shape ops at run time.
 
@@ -121,7 +115,7 @@ def with_static_resizes(network: onnx.ModelProto) -> onnx.ModelProto:
     exposed.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in tensors)
     probe = np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), np.float32)
     shapes = {name: value.shape for name, value in
-              zip(tensors, _cpu_session(exposed).run(tensors, {network_input_name(network): probe}))}
+              zip(tensors, cpu_session(exposed).run(tensors, {network_input_name(network): probe}))}
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(network)
     resizes = [node for node in rewritten.graph.node if node.op_type == "Resize"]
@@ -144,7 +138,7 @@ class NetworkInputs:
 
     def __init__(self, frames: np.ndarray):
         self.frames = frames
-        self._session = _cpu_session(preprocessing_graph(MIN_OPSET))
+        self._session = cpu_session(preprocessing_graph(MIN_OPSET))
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -152,10 +146,6 @@ class NetworkInputs:
     def __iter__(self) -> Iterator[np.ndarray]:
         for frame in self.frames:
             yield self._session.run(None, {INPUT_NAME: frame[None]})[0]
-
-
-def _cpu_session(model: onnx.ModelProto) -> ort.InferenceSession:
-    return ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
 
 
 def _fake_quantize(values: np.ndarray, channel_axis: bool) -> np.ndarray:
@@ -174,13 +164,13 @@ def _sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float:
     return float("inf") if noise == 0 else 10.0 * np.log10(max(signal, 1e-30) / noise)
 
 
-def _single_conv(node: onnx.NodeProto, opset: int) -> ort.InferenceSession:
+def _single_conv(node: onnx.NodeProto, opset: int) -> InferenceSession:
     inputs = ["x", "w", "b"][:len(node.input)]
     conv = helper.make_node("Conv", inputs, ["y"], **{a.name: helper.get_attribute_value(a) for a in node.attribute})
     graph = helper.make_graph([conv], "conv", [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
                                                for name in inputs],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    return _cpu_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+    return cpu_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -221,7 +211,7 @@ def sensitive_convolutions(network: onnx.ModelProto, inputs: NetworkInputs) -> d
         exposed.CopyFrom(network)
         exposed.graph.output.extend(helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None)
                                     for node in chunk)
-        session = _cpu_session(exposed)
+        session = cpu_session(exposed)
         names = [node.input[0] for node in chunk]
         alone = {node.name: _single_conv(node, opset) for node in chunk}
         for frame, _ in zip(inputs, range(SENSITIVITY_FRAMES)):

@@ -12,10 +12,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import MatteError
-from ..runtime.images import (DECODE_ERRORS, IMAGE_SUFFIXES, decode_failure_reason, decode_for_model,
+from ..media.frame_reader import FrameReader
+from ..media.pictures import (DECODE_ERRORS, IMAGE_SUFFIXES, decode_failure_reason, decode_for_model,
                               default_output_dir, find_images)
-from ..runtime.media import probe_video
-from ..runtime.video import FrameReader
+from ..media.probe import probe_video
 
 # One frame in five is held back to check the quantized graph against FP32.
 HOLD_BACK_EVERY = 5

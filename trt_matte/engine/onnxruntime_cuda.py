@@ -7,16 +7,17 @@ copies queued afterwards on ``self.stream`` see finished mattes.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 
-from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, MODEL_SIZE, OUTPUT_NAME
+from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, OUTPUT_NAME
+from ..cuda import DeviceBuffer, Stream, upload_batch
 from ..errors import MatteError
-from .cuda import DeviceBuffer, Stream, upload_batch
-from .onnxruntime_backend import CUDA_PROVIDER, OnnxRuntimeBackend, open_session
-
-RGB_BYTES = MODEL_SIZE * MODEL_SIZE * 3
+from ..models import MODEL_RGB_BYTES, MODEL_SIZE
+from ..onnxruntime_sessions import CUDA_PROVIDER, open_session
+from .onnxruntime_backend import OnnxRuntimeBackend
 
 
 class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
@@ -25,12 +26,14 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
     def __init__(self, graph_path: Path, upsize_graph_path: Path, threads: int | None = None):
         super().__init__(graph_path, device="cuda", threads=threads)
         self._upsizing = open_session(upsize_graph_path, [CUDA_PROVIDER], threads)
-        self.stream = Stream()
-        self._input = DeviceBuffer(self.preferred_batch * RGB_BYTES)
         self._frame_shape: DeviceBuffer | None = None
+        with contextlib.ExitStack() as made:  # a failed allocation releases the stream
+            self.stream = made.enter_context(contextlib.closing(Stream()))
+            self._input = made.enter_context(contextlib.closing(DeviceBuffer(self.preferred_batch * MODEL_RGB_BYTES)))
+            made.pop_all()
 
     def upload(self, rgb_batch: np.ndarray) -> int:
-        address = upload_batch(self._input, rgb_batch, RGB_BYTES, self.stream)
+        address = upload_batch(self._input, rgb_batch, MODEL_RGB_BYTES, self.stream)
         self.stream.synchronize()  # ONNX Runtime reads on its own stream
         return address
 
@@ -54,6 +57,7 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
             raise MatteError(f"ONNX Runtime (CUDA) failed: {exc}".splitlines()[0]) from None
 
     def close(self) -> None:
+        """Free the device buffers and the stream; safe to call more than once."""
         self.stream.synchronize()
         for buffer in (self._input, self._frame_shape):
             if buffer is not None:

@@ -62,7 +62,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..build_engine.matte_graph import MODEL_SIZE
+from ..models import MODEL_SIZE
 
 # The recommended ``--smooth`` strength. On the carphone clip (60 frames, 320x320) flicker
 # in still regions falls by 37% (K=1), 52% (K=2), 61% (K=3) at a mean IoU against the

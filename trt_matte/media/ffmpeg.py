@@ -1,12 +1,47 @@
-"""An ffmpeg child process with its error output kept, its exit checked, and no way
-to outlive the run that started it."""
+"""Which ffmpeg runs, and an ffmpeg child process with its error output kept and its
+exit checked."""
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 import tempfile
+from functools import lru_cache
+from pathlib import Path
 
 from ..errors import MatteError
-from .media import ffmpeg_exe
+
+# -fps_mode, which keeps variable-frame-rate sources frame-exact, appeared in ffmpeg 5.1.
+MIN_FFMPEG = (5, 1)
+
+
+def _ffmpeg_version(executable: str) -> tuple[int, int] | None:
+    try:
+        banner = subprocess.run([executable, "-version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.match(r"ffmpeg version n?(\d+)\.(\d+)", banner)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """$TRT_MATTE_FFMPEG, else a recent enough ffmpeg on PATH, else imageio-ffmpeg's binary."""
+    configured = os.environ.get("TRT_MATTE_FFMPEG")
+    if configured:
+        return configured
+    on_path = shutil.which("ffmpeg")
+    if on_path and (_ffmpeg_version(on_path) or (0, 0)) >= MIN_FFMPEG:
+        return on_path
+    import imageio_ffmpeg
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def local_path(path: Path) -> str:
+    """A path libav reads as a file: an absolute one, since a relative name such as
+    ``pipe:1 take.mp4`` or ``cache:x`` would otherwise be taken for a protocol."""
+    return os.path.abspath(path)
 
 
 class FfmpegProcess:

@@ -1,53 +1,19 @@
-"""Where ffmpeg comes from, and what a video file holds (via PyAV, since the
-imageio-ffmpeg binary ships no ffprobe)."""
+"""What a video file holds: display size, pixel shape and every frame's time, read with
+PyAV (the imageio-ffmpeg binary ships no ffprobe)."""
 from __future__ import annotations
 
 import itertools
-import os
-import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
 
 import av
 
 from ..errors import MatteError
+from .ffmpeg import local_path
 
-# -fps_mode, which keeps variable-frame-rate sources frame-exact, appeared in ffmpeg 5.1.
-MIN_FFMPEG = (5, 1)
 # libavformat's demuxers for still pictures: image2 and the "<codec>_pipe" family.
 STILL_IMAGE_DEMUXER = "image2"
-
-
-def _ffmpeg_version(executable: str) -> tuple[int, int] | None:
-    try:
-        banner = subprocess.run([executable, "-version"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    found = re.match(r"ffmpeg version n?(\d+)\.(\d+)", banner)
-    return (int(found.group(1)), int(found.group(2))) if found else None
-
-
-@lru_cache(maxsize=1)
-def ffmpeg_exe() -> str:
-    """$TRT_MATTE_FFMPEG, else a recent enough ffmpeg on PATH, else imageio-ffmpeg's binary."""
-    configured = os.environ.get("TRT_MATTE_FFMPEG")
-    if configured:
-        return configured
-    on_path = shutil.which("ffmpeg")
-    if on_path and (_ffmpeg_version(on_path) or (0, 0)) >= MIN_FFMPEG:
-        return on_path
-    import imageio_ffmpeg
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def local_path(path: Path) -> str:
-    """A path libav reads as a file: an absolute one, since a relative name such as
-    ``pipe:1 take.mp4`` or ``cache:x`` would otherwise be taken for a protocol."""
-    return os.path.abspath(path)
 
 
 @dataclass(frozen=True)
@@ -150,3 +116,10 @@ def _frame_durations(pts: tuple[int, ...], last_duration: int, time_base: Fracti
     gaps = [later - earlier for earlier, later in zip(pts, pts[1:])]
     fallback = round(1 / (average_rate * time_base)) if average_rate else 1
     return gaps + [last_duration or (gaps[-1] if gaps else fallback)]
+
+
+def decoded_format(source: Path) -> str | None:
+    """The pixel format ffmpeg decodes ``source`` to (None when it cannot say)."""
+    with open_container(source) as container:
+        stream_format = container.streams.video[0].codec_context.format
+        return stream_format.name if stream_format else None

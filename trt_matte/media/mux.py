@@ -18,7 +18,8 @@ from typing import Iterator
 import av
 
 from ..errors import MatteError
-from .media import VideoInfo, local_path
+from .ffmpeg import local_path
+from .probe import VideoInfo
 
 QUICKTIME_SUFFIXES = (".mp4", ".m4v", ".mov")
 FALLBACK_AUDIO_CODEC = "aac"

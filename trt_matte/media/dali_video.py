@@ -17,8 +17,6 @@ frame count probed from the container, since DALI silently drops what it cannot 
 from __future__ import annotations
 
 import math
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -26,9 +24,10 @@ from typing import TYPE_CHECKING, Iterator
 import av
 import numpy as np
 
-from ..build_engine.matte_graph import MODEL_SIZE
 from ..errors import MatteError
-from .media import open_container, local_path
+from .dali import DALI_ERRORS, dali_error, host_frames, pipeline_options, resized_for_model
+from .ffmpeg import local_path
+from .probe import open_container
 
 if TYPE_CHECKING:
     from nvidia.dali.data_node import DataNode
@@ -43,14 +42,8 @@ CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 # DALI converts NVDEC output as 8-bit NV12 and 4:2:2/4:4:4 decodes fail on NVDEC, so the
 # GPU only takes 8-bit 4:2:0; the CPU decoder converts any format through libavcodec.
 NVDEC_PIXEL_FORMATS = frozenset({"yuv420p", "yuvj420p", "nv12"})
-# DALI runs up to two batches ahead of the consumer, enough to overlap decode with
-# inference; the reader queues one batch of full-size frames (32 x 4K RGB = 800 MB).
-PIPELINE_PREFETCH = 2
+# The reader queues one batch of full-size frames (32 x 4K RGB = 800 MB).
 READER_PREFETCH = 1
-MAX_THREADS = 4
-# What DALI raises: RuntimeError for its own failures, MemoryError for CUDA allocation
-# failures (std::bad_alloc), ValueError for rejected arguments (std::invalid_argument).
-DALI_ERRORS = (RuntimeError, MemoryError, ValueError)
 # DALI turns YUV into RGB with BT.601's matrix whatever the stream says, while ffmpeg
 # (and so the CPU path and rembg's usual feeds) follows the stream's tag. The (Kr, Kb)
 # of the other matrices ffmpeg knows, by FFmpeg's AVColorSpace number; untagged streams
@@ -58,15 +51,6 @@ DALI_ERRORS = (RuntimeError, MemoryError, ValueError)
 BT601_KR_KB = (0.299, 0.114)
 KR_KB_BY_COLORSPACE = {1: (0.2126, 0.0722), 2: BT601_KR_KB, 4: (0.30, 0.11), 5: BT601_KR_KB, 6: BT601_KR_KB,
                        7: (0.212, 0.087), 9: (0.2627, 0.0593)}
-
-
-def dali_available() -> bool:
-    """Whether DALI imports here (a broken CUDA install fails with OSError, not ImportError)."""
-    try:
-        import nvidia.dali  # noqa: F401
-    except (ImportError, OSError):
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -172,7 +156,7 @@ class DaliBatch:
 
     def host_array(self) -> np.ndarray:
         """The real frames as uint8 [frames,320,320,3] in host memory (copied from a GPU)."""
-        return np.from_dlpack(self.rgb.as_cpu())[:self.frames, 0]
+        return host_frames(self.rgb, self.frames)
 
 
 class DaliFrameReader:
@@ -214,7 +198,7 @@ class DaliFrameReader:
             pipe.build()
             indexed = pipe.epoch_size(READER)
         except DALI_ERRORS as exc:
-            raise _dali_error(self.source, exc) from exc
+            raise dali_error(self.source, exc) from exc
         if indexed != self.frame_count:
             raise MatteError(f"{self.source}: DALI indexes {indexed} frames but the container lists "
                              f"{self.frame_count}; it has frames before time zero, or changed since it was probed")
@@ -224,7 +208,7 @@ class DaliFrameReader:
         try:
             return self._pipe.run()
         except DALI_ERRORS as exc:
-            raise _dali_error(self.source, exc) from exc
+            raise dali_error(self.source, exc) from exc
 
     def batches(self) -> Iterator[DaliBatch]:
         """One pass over the file; the last batch is padded to the full batch size."""
@@ -235,9 +219,13 @@ class DaliFrameReader:
             real = _leading_real_frames(numbers, self.frames_read, self.source)
             self.frames_read += real
             yield DaliBatch(real, rgb.as_tensor(), rgb)
-        if self.frames_read != self.frame_count:
+        self.check_frame_count(self.frame_count)
+
+    def check_frame_count(self, expected: int) -> None:
+        """After the last batch: DALI delivered every frame the container lists."""
+        if self.frames_read != expected:
             raise MatteError(f"{self.source}: DALI delivered {self.frames_read} frames, the container lists "
-                             f"{self.frame_count}")
+                             f"{expected}")
 
     def close(self) -> None:
         """Release DALI's threads and decoder now, not at garbage collection; batches
@@ -255,21 +243,15 @@ def _frames_pipeline(path: str, batch_size: int, device_id: int | None, quarter_
                      correction: np.ndarray | None) -> Pipeline:
     from nvidia.dali import fn, pipeline_def, types
 
-    # The dynamic executor allocates every output afresh, so a yielded batch is never
-    # overwritten by a later run while the consumer (TensorRT) still reads it.
-    @pipeline_def(batch_size=batch_size, num_threads=min(MAX_THREADS, os.cpu_count() or 1),
-                  device_id=device_id, prefetch_queue_depth=PIPELINE_PREFETCH, exec_dynamic=True)
+    @pipeline_def(**pipeline_options(batch_size, device_id))
     def frames_pipeline():
         video, frame_numbers = fn.experimental.readers.video(
             device="cpu" if device_id is None else "gpu", filenames=[path], sequence_length=1,
             random_shuffle=False, pad_mode="constant", pad_last_batch=True, enable_frame_num="sequence",
             prefetch_queue_depth=READER_PREFETCH, name=READER)
-        # U²-Net's per-frame min-max makes masks sensitive to the downscale filter: DALI's
-        # default linear filter is far from rembg's antialiased Lanczos (see DESIGN.md).
         # The colour correction is linear, so it may follow the resize, on 320x320 float
         # pixels (rounded once), instead of on every full-size pixel.
-        model_input = fn.resize(video, size=[MODEL_SIZE, MODEL_SIZE], interp_type=types.INTERP_LANCZOS3,
-                                antialias=True, dtype=types.UINT8 if correction is None else types.FLOAT)
+        model_input = resized_for_model(video, dtype=None if correction is None else types.FLOAT)
         if correction is not None:
             # Cast rounds to nearest and saturates.
             model_input = fn.cast(fn.coord_transform(model_input, M=correction.ravel().tolist()), dtype=types.UINT8)
@@ -310,10 +292,3 @@ def _leading_real_frames(numbers: list[int], next_frame: int, source: Path) -> i
         else:
             raise MatteError(f"{source}: DALI returned frame {number} where frame {due} was due")
     return due - next_frame
-
-
-def _dali_error(source: Path, exc: Exception) -> MatteError:
-    """DALI's errors span many lines (operator, Python traceback, C++ context): keep the cause."""
-    cause = str(exc).split("encountered:", 1)[-1]
-    line = next((text.strip() for text in cause.splitlines() if text.strip()), type(exc).__name__)
-    return MatteError(f"DALI cannot read {source}: {re.sub(r'^Assert on .*? failed: ', '', line)}")

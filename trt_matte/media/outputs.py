@@ -31,7 +31,8 @@ import av
 
 from ..errors import MatteError
 from ..files import atomic_folder, atomic_output, scratch_path
-from .media import STILL_IMAGE_DEMUXER, VideoInfo, local_path, open_container
+from .ffmpeg import local_path
+from .probe import STILL_IMAGE_DEMUXER, VideoInfo, decoded_format, open_container
 from .mux import QUICKTIME_SUFFIXES, write_container
 
 MATTE, GREEN, PRORES, WEBM, PNG = "matte", "green", "prores", "webm", "png"
@@ -45,6 +46,8 @@ X264_PRESETS = {GREEN: "superfast", MATTE: "ultrafast"}
 # VP9 quality for the WebM deliverable (alpha is coded with the same settings); crf 30
 # kept the alpha within 0.16/255 mean of a smooth 720p matte, 1.3/255 of a detailed one.
 VP9_CRF = 30
+# x264 quality of the matte and green outputs (--crf), lower is closer.
+DEFAULT_CRF = 12
 PRORES_QUANTISER = 2  # prores_ks -q:v: 1 is finest
 SEQUENCE_PATTERN = "%06d.png"
 TIMESTAMPS_NAME = "timestamps.txt"
@@ -250,13 +253,6 @@ def _branch(kind: str, mask: str, picture: str, info: VideoInfo, background: Bac
 
 def _split(stream: str, copies: list[str]) -> str:
     return f"[{stream}]split={len(copies)}" + "".join(f"[{copy}]" for copy in copies)
-
-
-def decoded_format(source: Path) -> str | None:
-    """The pixel format ffmpeg decodes ``source`` to (None when it cannot say)."""
-    with open_container(source) as container:
-        stream_format = container.streams.video[0].codec_context.format
-        return stream_format.name if stream_format else None
 
 
 def _source_chain(info: VideoInfo, source_format: str | None) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MatteError
+from .errors import MatteError
 
 
 def runtime_api() -> Any:
@@ -87,7 +87,9 @@ class Event:
         check(runtime_api().cudaEventSynchronize(self.handle), "waiting for the GPU")
 
     def close(self) -> None:
-        check(runtime_api().cudaEventDestroy(self.handle), "destroying an event")
+        if self.handle is not None:
+            check(runtime_api().cudaEventDestroy(self.handle), "destroying an event")
+            self.handle = None
 
 
 class DeviceBuffer:
