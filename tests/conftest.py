@@ -1,8 +1,10 @@
-"""Shared fixtures: the real U²-Net-p weights from ../shared (skipped when absent),
+"""Shared fixtures: the real U²-Net-p weights from $TRT_MATTE_SHARED, else ../shared
+beside the checkout (tests that need them skip when absent),
 the matte graph built from them, an ONNX Runtime CPU backend, and the ffmpeg binary.
 Every other asset a test needs it makes with ffmpeg."""
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import pytest
 from trt_matte.accuracy import mask_iou  # noqa: F401 -- the tests' IoU is the product's own
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
+# As the scripts find them: a GPU machine has no ../shared, so the assets travel elsewhere.
+SHARED = Path(os.environ.get("TRT_MATTE_SHARED") or REPO_ROOT.parent / "shared")
 U2NETP = SHARED / "models" / "u2netp.onnx"
 CARPHONE = SHARED / "media" / "carphone.mp4"
 
@@ -26,15 +29,35 @@ def ffmpeg_exe() -> str:
 @pytest.fixture(scope="session")
 def u2netp_path() -> Path:
     if not U2NETP.is_file():
-        pytest.skip("needs ../shared/models/u2netp.onnx (the real U²-Net-p weights)")
+        pytest.skip(f"needs {U2NETP} (the real U²-Net-p weights; set TRT_MATTE_SHARED)")
     return U2NETP
 
 
 @pytest.fixture(scope="session")
 def carphone_path() -> Path:
     if not CARPHONE.is_file():
-        pytest.skip("needs ../shared/media/carphone.mp4")
+        pytest.skip(f"needs {CARPHONE} (set TRT_MATTE_SHARED)")
     return CARPHONE
+
+
+@pytest.fixture(scope="session")
+def rembg_session(u2netp_path, tmp_path_factory):
+    """rembg's own u2net_custom session on the same weights: the independent reference.
+    rembg only loads custom models from inside its home, so the weights are copied there."""
+    rembg = pytest.importorskip("rembg")
+    home = tmp_path_factory.mktemp("rembg_home")
+    (home / u2netp_path.name).write_bytes(u2netp_path.read_bytes())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("U2NET_HOME", str(home))
+        return rembg.new_session("u2net_custom", model_path=str(home / u2netp_path.name))
+
+
+def rembg_mask(session, picture) -> np.ndarray:
+    """rembg's mask of a PIL picture or an RGB array."""
+    from PIL import Image
+    from rembg import remove
+    image = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
+    return np.asarray(remove(image, session=session, only_mask=True))
 
 
 @pytest.fixture(scope="session")
@@ -153,6 +176,15 @@ def write_tiny_conv_u2net(path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_frames(ffmpeg_exe, tmp_path_factory) -> np.ndarray:
+    """Eight 176x144 RGB frames (carphone's size) of ffmpeg's testsrc2: colour, edges and
+    text to orient by, for tests that need pictures but not a person."""
+    clip = make_clip(ffmpeg_exe, tmp_path_factory.mktemp("synthetic") / "testsrc2.mkv", size="176x144", frames=8,
+                     codec="libx264rgb", pix_fmt="rgb24")
+    return decode_rgb(ffmpeg_exe, clip)
+
+
+@pytest.fixture(scope="session")
 def tiny_conv_model(tmp_path_factory) -> Path:
     return write_tiny_conv_u2net(tmp_path_factory.mktemp("tiny_conv") / "tiny_conv_u2net.onnx")
 
@@ -188,7 +220,7 @@ def packet_times(path: Path) -> list[float]:
                       if packet.pts is not None)
 
 
-def _gpu_visible() -> bool:
+def gpu_visible() -> bool:
     from trt_matte.cuda import gpu_count
     return gpu_count() > 0
 
@@ -196,7 +228,7 @@ def _gpu_visible() -> bool:
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` skip, visibly, where CUDA sees no GPU."""
     gpu_items = [item for item in items if "gpu" in item.keywords]
-    if gpu_items and not _gpu_visible():
+    if gpu_items and not gpu_visible():
         skip = pytest.mark.skip(reason="needs an NVIDIA GPU (CUDA sees none here)")
         for item in gpu_items:
             item.add_marker(skip)

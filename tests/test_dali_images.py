@@ -203,9 +203,9 @@ def _spoil_png_data(path: Path) -> None:
     path.write_bytes(bytes(spoiled))
 
 
-def test_a_broken_file_does_not_stop_the_folder(tmp_path, frames, batched_tiny_backend, with_dali):
+def test_a_broken_file_does_not_stop_the_folder(tmp_path, synthetic_frames, batched_tiny_backend, with_dali):
     folder = tmp_path / "photos"
-    good = _broken_folder(folder, frames)
+    good = _broken_folder(folder, synthetic_frames)
     # A JPEG cut off before its end marker never reaches DALI (nvJPEG may decode it half grey).
     assert not dali_can_take(folder / "cut.jpg", None)
     # Both pass the cheap check, so DALI meets them: the spoilt PNG it names...
@@ -235,19 +235,19 @@ def test_a_broken_file_does_not_stop_the_folder(tmp_path, frames, batched_tiny_b
         assert mean_abs_error(ours, reference) <= 2, name
 
 
-def test_a_jpeg_with_data_after_its_end_marker_still_fits(tmp_path, frames):
+def test_a_jpeg_with_data_after_its_end_marker_still_fits(tmp_path, synthetic_frames):
     path = tmp_path / "camera.jpg"
-    Image.fromarray(frames[0]).save(path, quality=90)
+    Image.fromarray(synthetic_frames[0]).save(path, quality=90)
     path.write_bytes(path.read_bytes() + bytes(4096))  # padding some cameras append
     assert dali_can_take(path, None)
 
 
-def test_a_cut_jpeg_is_caught_behind_its_thumbnails_end_marker(tmp_path, frames):
+def test_a_cut_jpeg_is_caught_behind_its_thumbnails_end_marker(tmp_path, synthetic_frames):
     """An EXIF thumbnail is a whole JPEG, end marker included, near the file's start."""
     thumbnail = tmp_path / "thumbnail.jpg"
-    Image.fromarray(frames[1]).resize((40, 30)).save(thumbnail)
+    Image.fromarray(synthetic_frames[1]).resize((40, 30)).save(thumbnail)
     main = tmp_path / "main.jpg"
-    Image.fromarray(frames[0]).save(main, quality=90)
+    Image.fromarray(synthetic_frames[0]).save(main, quality=90)
     payload = b"Exif\0\0" + thumbnail.read_bytes()
     app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
     whole = main.read_bytes()[:2] + app1 + main.read_bytes()[2:]  # after the start-of-image marker
@@ -287,14 +287,14 @@ def test_cutout_is_the_decoded_rgb_with_the_mask(tmp_path, formats_folder, batch
     np.testing.assert_array_equal(turned[..., :3], np.asarray(decode_for_model(single / "exif6.jpg", True).rgb))
 
 
-def test_images_beyond_the_engines_size_limit_take_the_pillow_path(tmp_path, frames, tiny_model, cache_home,
+def test_images_beyond_the_engines_size_limit_take_the_pillow_path(tmp_path, synthetic_frames, tiny_model, cache_home,
                                                                    with_dali):
     backend = OnnxRuntimeBackend(matte_graph_path(tiny_model, cache_home), device="cpu")
     backend.max_frame_side = 170  # as a TensorRT engine built with --max-size 170
     folder = tmp_path / "photos"
     folder.mkdir()
-    Image.fromarray(frames[0]).save(folder / "large.png")  # 176 wide
-    Image.fromarray(frames[0]).resize((170, 139)).save(folder / "small.png")
+    Image.fromarray(synthetic_frames[0]).save(folder / "large.png")  # 176 wide
+    Image.fromarray(synthetic_frames[0]).resize((170, 139)).save(folder / "small.png")
     assert process_images(folder, tmp_path / "out", backend, progress=False).processed == 2
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(images, "uses_dali", lambda backend: False)

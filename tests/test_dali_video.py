@@ -18,7 +18,6 @@ from conftest import make_clip, mask_iou, mean_abs_error, with_display_rotation 
 from trt_matte.errors import MatteError  # noqa: E402
 from trt_matte.media.dali_video import (  # noqa: E402
     DaliFrameReader, _leading_real_frames, nvdec_unsupported_reason, rgb_correction)
-from trt_matte.media.dali import dali_available  # noqa: E402
 from trt_matte.media.probe import probe_video  # noqa: E402
 from trt_matte.media.frame_reader import FrameReader  # noqa: E402
 
@@ -62,10 +61,6 @@ def assert_same_frames(dali: np.ndarray, ffmpeg: np.ndarray, max_error: float) -
         for neighbour in (index - 1, index + 1):
             if 0 <= neighbour < len(row):
                 assert row[index] < 0.75 * row[neighbour]
-
-
-def test_dali_is_available():
-    assert dali_available()
 
 
 # Mean |difference| per channel level, measured: 3.8-4.3 at 160x120 (an upscale, where the

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -26,9 +30,17 @@ def test_every_build_input_changes_the_key(change):
     assert dataclasses.replace(SPEC, **change).key() != SPEC.key()
 
 
-def test_key_is_stable():
-    assert SPEC.key() == dataclasses.replace(SPEC).key()
-    assert len(SPEC.key()) == 24
+def test_key_survives_the_sidecar_and_another_process():
+    """An engine is found again by its key: the key of the spec read back from a sidecar,
+    and the one another process computes (another hash seed), equal the builder's."""
+    round_trip = EngineSpec.from_dict(json.loads(json.dumps(dataclasses.asdict(SPEC))))
+    assert round_trip.key() == SPEC.key()
+    program = ("import json, sys; from trt_matte.build_engine.engine_cache import EngineSpec; "
+               "print(EngineSpec.from_dict(json.loads(sys.argv[1])).key())")
+    other = subprocess.run([sys.executable, "-c", program, json.dumps(dataclasses.asdict(SPEC))],
+                           env={**os.environ, "PYTHONHASHSEED": "12345"}, capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == SPEC.key()
+    assert re.fullmatch(r"[0-9a-f]{24}", SPEC.key())
 
 
 def test_store_then_lookup(tmp_path):

@@ -105,21 +105,6 @@ def test_stale_engine_is_rebuilt(u2netp_path, tmp_path):
     assert backend.run(np.zeros((1, 320, 320, 3), np.uint8)).shape == (1, 320, 320)
 
 
-def test_dali_gpu_reader_matches_ffmpeg_reader_on_h264(ffmpeg_exe, tmp_path):
-    pytest.importorskip("nvidia.dali")
-    from trt_matte.media.dali_video import DaliFrameReader
-    from trt_matte.media.probe import probe_video
-    from trt_matte.media.frame_reader import FrameReader
-    source = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="640x360", frames=21)
-    dali = np.concatenate([batch.host_array() for batch in
-                           DaliFrameReader(source, probe_video(source).frame_count, 8, device_id=0).batches()])
-    reference = np.concatenate(list(FrameReader(source).batches(8)))
-    assert dali.shape == reference.shape == (21, 320, 320, 3)
-    for index, frame in enumerate(dali):
-        distances = [mean_abs_error(frame, other) for other in reference]
-        assert int(np.argmin(distances)) == index and distances[index] < 4
-
-
 def test_onnxruntime_cuda_on_the_device_pipeline(u2netp_path, cache_home, ffmpeg_exe, carphone_path, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():

@@ -166,7 +166,7 @@ def test_audio_is_kept_in_every_video_output(vfr_with_audio, all_outputs):
 
 def test_no_audio_drops_it_everywhere(vfr_with_audio, tiny_backend, tmp_path):
     result = matte_video(vfr_with_audio, tmp_path, tiny_backend, progress=False, audio=False,
-                         outputs=["green", "prores", "webm"])
+                         outputs=["matte", "green", "prores", "webm"])
     for kind, path in result.outputs.items():
         with av.open(str(path)) as container:
             assert not container.streams.audio, kind
@@ -307,22 +307,16 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_cli_writes_several_outputs_beside_the_input(ffmpeg_exe, tiny_model, tmp_path):
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    make_clip(ffmpeg_exe, clips / "IN.mp4", frames=8)
-    result = run_cli(["video", "clips/IN.mp4", "--output", "green,prores", "-q", "--model", str(tiny_model)],
-                     cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    assert sorted(os.listdir(clips)) == ["IN.alpha.mov", "IN.green.mp4", "IN.mp4"]
-    for name in ("IN.alpha.mov", "IN.green.mp4"):
-        assert len(packet_times(clips / name)) == 8
-
-    result = run_cli(["video", "clips/IN.mp4", "--output", "png", "--output", "webm", "-o", "out", "-q",
+def test_cli_takes_outputs_comma_separated_and_repeated(ffmpeg_exe, tiny_model, tmp_path):
+    make_clip(ffmpeg_exe, tmp_path / "IN.mp4", frames=8)
+    result = run_cli(["video", "IN.mp4", "--output", "png", "--output", "webm,prores", "-o", "out", "-q",
                       "--model", str(tiny_model)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(tmp_path / "out")) == ["IN.alpha.webm", "IN.png"]
+    assert result.stderr == ""
+    assert sorted(os.listdir(tmp_path / "out")) == ["IN.alpha.mov", "IN.alpha.webm", "IN.png"]
+    for name in ("IN.alpha.mov", "IN.alpha.webm"):
+        assert len(packet_times(tmp_path / "out" / name)) == 8
+    assert len(list((tmp_path / "out" / "IN.png").glob("*.png"))) == 8
 
 
 def test_cli_bad_background_fails_first_with_one_line(ffmpeg_exe, tmp_path):

@@ -2,16 +2,13 @@
 GPU check's behaviour where there is no GPU. (Their GPU stages run only on a GPU.)"""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import _gpu_visible, decode_rgb, make_clip, mean_abs_error
+from conftest import decode_rgb, gpu_visible, make_clip, mean_abs_error, rembg_mask
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -20,7 +17,7 @@ from bench_cpu import peer_matte, peer_session, run_peer  # noqa: E402
 from gpu_check import Report, final_verdict, steps_list  # noqa: E402
 
 
-@pytest.mark.skipif(_gpu_visible(), reason="a machine with a GPU runs the whole check instead")
+@pytest.mark.skipif(gpu_visible(), reason="a machine with a GPU runs the whole check instead")
 def test_gpu_check_without_a_gpu_says_so_in_one_line():
     done = subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py")], capture_output=True, text=True,
                           timeout=120)
@@ -51,15 +48,9 @@ def test_the_peer_encodes_every_frame_it_reads(tmp_path, ffmpeg_exe, tiny_model)
     assert decode_rgb(ffmpeg_exe, tmp_path / "peer.mp4").shape == (5, 120, 160, 3)
 
 
-def test_the_peer_computes_rembgs_masks(tmp_path_factory, u2netp_path, ffmpeg_exe, carphone_path):
-    from rembg import new_session, remove
-    rembg_home = tmp_path_factory.mktemp("rembg_home")
-    shutil.copyfile(u2netp_path, rembg_home / u2netp_path.name)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("U2NET_HOME", str(rembg_home))
-        rembg = new_session("u2net_custom", model_path=str(rembg_home / u2netp_path.name))
+def test_the_peer_computes_rembgs_masks(rembg_session, u2netp_path, ffmpeg_exe, carphone_path):
     session, input_name = peer_session(str(u2netp_path), ["CPUExecutionProvider"], None)
     for frame in decode_rgb(ffmpeg_exe, carphone_path, frames=31)[::15]:
         ours = peer_matte(session, input_name, frame)
-        theirs = np.asarray(remove(Image.fromarray(frame), session=rembg, only_mask=True))
+        theirs = rembg_mask(rembg_session, frame)
         assert ours.shape == theirs.shape and mean_abs_error(ours, theirs) <= 0.5

@@ -12,10 +12,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import (alive, child_processes, decode_gray, decode_rgb, make_clip, mask_iou, mean_abs_error,
-                      packet_times, video_size, wait_for_child, with_display_rotation)
+                      packet_times, rembg_mask, video_size, wait_for_child, with_display_rotation)
 from trt_matte.errors import MatteError
 from trt_matte.runtime import stages
 from trt_matte.runtime.video import matte_video
@@ -25,28 +24,15 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(name for name in os.listdir(folder) if name.startswith("."))
 
 
-@pytest.fixture(scope="module")
-def rembg_session(u2netp_path, tmp_path_factory):
-    """rembg's own u2net_custom session on the same weights; rembg only loads models from its home."""
-    rembg = pytest.importorskip("rembg")
-    home = tmp_path_factory.mktemp("rembg_home")
-    (home / u2netp_path.name).write_bytes(u2netp_path.read_bytes())
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("U2NET_HOME", str(home))
-        return rembg.new_session("u2net_custom", model_path=str(home / u2netp_path.name))
-
-
 @pytest.mark.slow
 def test_carphone_matte_matches_rembg(ffmpeg_exe, carphone_path, cpu_backend, rembg_session, tmp_path):
-    from rembg import remove
-
     result = matte_video(carphone_path, tmp_path / "carphone.matte.mp4", cpu_backend, progress=False)
     matte = decode_gray(ffmpeg_exe, result.output)
     frames = decode_rgb(ffmpeg_exe, carphone_path)
     assert matte.shape == frames.shape[:3] == (120, 144, 176)
     ious, errors = [], []
     for index in range(0, len(frames), 4):
-        reference = np.asarray(remove(Image.fromarray(frames[index]), session=rembg_session, only_mask=True))
+        reference = rembg_mask(rembg_session, frames[index])
         ious.append(mask_iou(matte[index], reference))
         errors.append(mean_abs_error(matte[index], reference))
     # Measured: IoU 0.988, MAE 1.3/255 on this 176x144 clip after the H.264 round trip.
@@ -57,20 +43,6 @@ def test_carphone_matte_matches_rembg(ffmpeg_exe, carphone_path, cpu_backend, re
         stream = container.streams.video[0]
         assert stream.codec_context.color_range == 2  # full range (pc)
         assert stream.sample_aspect_ratio == Fraction(128, 117)  # carphone's non-square pixels
-
-
-def test_variable_frame_rate_and_start_offset_are_kept(ffmpeg_exe, tiny_backend, tmp_path):
-    # 25 fps for 10 frames, then 10 fps, then 50 fps; starting 2 s into the timeline.
-    retimed = "settb=1/1000,setpts='(if(lt(N,10),N*0.04,if(lt(N,20),0.4+(N-10)*0.1,1.4+(N-20)*0.02))+2)/TB'"
-    source = make_clip(ffmpeg_exe, tmp_path / "vfr.mp4", frames=30,
-                       extra_output=["-vf", retimed, "-fps_mode", "passthrough", "-enc_time_base", "1:1000"])
-    source_times = packet_times(source)
-    assert set(np.round(np.diff(source_times), 2)) == {0.02, 0.04, 0.1} and source_times[0] == pytest.approx(2.0)
-
-    result = matte_video(source, tmp_path / "vfr.matte.mp4", tiny_backend, batch_size=4, progress=False)
-    assert result.frames == 30
-    assert packet_times(result.output) == pytest.approx(source_times, abs=1e-6)
-    assert len(decode_gray(ffmpeg_exe, result.output)) == 30
 
 
 @pytest.mark.parametrize("frames,batch", [(1, 2), (13, 4), (24, 7), (10, 16)])
@@ -201,16 +173,6 @@ def test_source_audio_is_kept(ffmpeg_exe, tiny_backend, tmp_path, codec, suffix,
     assert seconds == pytest.approx(1.0, abs=0.05)
     assert len(decode_gray(ffmpeg_exe, result.output)) == 25
     assert packet_times(result.output) == pytest.approx(packet_times(source), abs=1e-3)
-
-
-def test_no_audio_drops_it(ffmpeg_exe, tiny_backend, tmp_path):
-    clip = make_clip(ffmpeg_exe, tmp_path / "video.mp4", frames=10)
-    source = tmp_path / "with_audio.mp4"
-    subprocess.run([ffmpeg_exe, "-v", "error", "-i", str(clip), "-f", "lavfi", "-i", "sine=duration=0.4",
-                    "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(source)], check=True)
-    assert audio_durations(source)
-    result = matte_video(source, tmp_path / "matte.mp4", tiny_backend, progress=False, audio=False)
-    assert audio_durations(result.output) == []
 
 
 def test_smoothing_keeps_every_frame_and_its_time(ffmpeg_exe, tiny_backend, tmp_path):

@@ -13,6 +13,7 @@ test uses U²-Net-p when ../shared has it, to keep the run busy long enough to i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -23,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
-from conftest import U2NETP, make_clip, packet_times, wait_for_child
+from conftest import U2NETP, decode_gray, make_clip, packet_times, wait_for_child
 
 CLI = [sys.executable, "-m", "trt_matte"]
 ERROR_PREFIX = "trt-matte: error:"
@@ -151,9 +153,9 @@ def _cuda_available() -> bool:
 # ---------------------------------------------------------------------------------------
 # bad input, one case each: (make inputs in the folder -> CLI arguments)
 #
-# "error": must fail with one line. "sane": streamable containers cut short still demux
-# cleanly up to the cut, so a matte of what is there is honest too; either it fails with
-# one line, or it exits 0 with exactly one frame per packet the source holds.
+# "error": must fail with one line. "matte": streamable containers cut short still demux
+# cleanly up to the cut, so a matte of what is there is honest: it exits 0 with exactly
+# one frame per packet the source holds.
 
 Maker = Callable[[Path, dict], list[str]]
 CASES = []
@@ -197,28 +199,28 @@ def _(folder, assets):
     return video(put(folder, "cut.mkv", head(assets["mkv"], size=1500)), "-o", "out.mp4")
 
 
-@case("truncated-mkv-half", expect="sane")
+@case("truncated-mkv-half", expect="matte")
 def _(folder, assets):
     return video(put(folder, "cut.mkv", head(assets["mkv"], 0.5)), "-o", "out.mp4")
 
 
-@case("truncated-mkv-most", expect="sane")
+@case("truncated-mkv-most", expect="matte")
 def _(folder, assets):
     return video(put(folder, "cut.mkv", head(assets["mkv"], 0.83)))
 
 
-@case("truncated-webm", expect="sane")
+@case("truncated-webm", expect="matte")
 def _(folder, assets):
     return video(put(folder, "cut.webm", head(assets["webm"], 0.55)), "-o", "out.mp4")
 
 
-@case("bit-flipped-mp4", expect="sane")
+@case("bit-flipped-mp4")
 def _(folder, assets):
     return video(put(folder, "flipped.mp4", flip_bits(assets["mp4"].read_bytes(), seed=1, count=200)),
                  "-o", "out.mp4")
 
 
-@case("bit-flipped-mp4-frames", expect="sane")
+@case("bit-flipped-mp4-frames")
 def _(folder, assets):
     data = assets["mp4"].read_bytes()
     mdat = data.index(b"mdat") + 8
@@ -406,8 +408,9 @@ def test_bad_input_gets_one_line_and_leaves_nothing(make, expect, mentions, asse
     after = snapshot(folder)
     assert not Path("/proc/x.mp4").exists()
 
-    if expect == "sane" and result.returncode == 0:
+    if expect == "matte":
         # A shorter but honest matte: one frame per packet the damaged source really holds.
+        assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr + result.stdout
         assert stderr_lines(result) == []
         new = sorted(set(after) - set(before))
@@ -647,3 +650,119 @@ def test_sigterm_mid_run_cleans_up_like_ctrl_c(long_run, tmp_path):
     assert stderr_lines(result)[-1] == INTERRUPTED
     assert os.listdir(tmp_path / "run here") == [long_run[0].name], f"left behind (temp was {temp_seen})"
     assert strays == [], "ffmpeg children outlived the terminated run"
+
+
+# ---------------------------------------------------------------------------------------
+# options: out-of-range values, wiring to the API, build, the INT8 gate, unexpected errors
+
+
+@pytest.mark.parametrize("args, option", [
+    (["video", "clip.mp4", "--crf", "52"], "--crf"),
+    (["video", "clip.mp4", "--smooth", "3"], "--smooth"),
+    (["video", "clip.mp4", "--batch", "0"], "--batch"),
+    (["video", "clip.mp4", "--threads", "0"], "--threads"),
+    (["images", "photos", "--batch", "1025"], "--batch"),
+    (["calibrate", "clip.mp4", "--frames", "3"], "--frames"),
+    (["calibrate", "clip.mp4", "--seed", "-1"], "--seed"),
+    (["build", "--max-size", "63"], "--max-size"),
+    (["build", "--max-size", "8193"], "--max-size"),
+    (["build", "--max-batch", "257"], "--max-batch"),
+    (["video", "clip.mp4", "--precision", "fp8"], "--precision"),
+], ids=lambda value: " ".join(value) if isinstance(value, list) else value)
+def test_out_of_range_options_are_refused_before_any_work(args, option, tmp_path):
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert stderr_lines(result)[-1].startswith(f"trt-matte {args[0]}: error: argument {option}")
+    assert os.listdir(tmp_path) == []
+
+
+def test_smooth_batch_and_threads_reach_the_pipeline(assets, tiny_model, ffmpeg_exe, tmp_path):
+    """The CLI run equals the API run with the same settings, frame for frame."""
+    from trt_matte import Matter
+
+    shutil.copy(assets["mp4"], tmp_path / "clip.mp4")
+    result = run_cli(video("clip.mp4", "-o", "cli.mp4", "--smooth", "1", "--batch", "5", "--threads", "1", "-q",
+                           "--model", str(tiny_model)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with Matter(tiny_model, device="cpu", threads=1, batch=5) as matter:
+        smoothed = matter.video(tmp_path / "clip.mp4", tmp_path / "api.mp4", batch=5, smooth=1).output
+        plain = matter.video(tmp_path / "clip.mp4", tmp_path / "plain.mp4", batch=5).output
+    cli, api = decode_gray(ffmpeg_exe, tmp_path / "cli.mp4"), decode_gray(ffmpeg_exe, smoothed)
+    assert len(cli) == CLIP_FRAMES
+    np.testing.assert_array_equal(cli, api)
+    assert not np.array_equal(cli, decode_gray(ffmpeg_exe, plain)), "--smooth 1 changed nothing"
+
+
+def test_build_without_tensorrt_is_one_line_before_any_download(tmp_path):
+    if _tensorrt_available():
+        pytest.skip("TensorRT is installed")
+    result = run_cli(["build", "--max-size", "8192", "--force"], cwd=tmp_path)
+    assert_one_line_error(result, "TensorRT is not installed")
+    assert os.listdir(tmp_path) == []
+    assert not (Path(os.environ["TRT_MATTE_HOME"]) / "models").exists()  # no download was started
+
+
+def test_build_passes_its_limits_and_force_to_the_engine_builder(monkeypatch, capsys, tiny_model):
+    """Without a GPU the builder cannot run: the CLI's wiring is checked at the API's edge."""
+    from trt_matte import api, cli
+    from trt_matte.build_engine.engine_cache import CachedEngine, GpuIdentity
+
+    calls = []
+
+    def ensure_engine(request, cache_dir, *, rebuild=False, announce=None):
+        calls.append((request, rebuild))
+        return CachedEngine(Path("engine.plan"), {}, fresh=False), type("Spec", (), {"gpu": GpuIdentity("GPU", "9.0")})
+
+    monkeypatch.setattr(api, "require_tensorrt_gpu", lambda: None)
+    monkeypatch.setattr(api, "ensure_engine", ensure_engine)
+    assert cli.main(["build", "--model", str(tiny_model), "--max-size", "8192", "--max-batch", "4"]) == 0
+    assert cli.main(["build", "--model", str(tiny_model), "--force", "-q"]) == 0
+    (first, first_rebuild), (second, second_rebuild) = calls
+    assert (first.max_frame_side, first.max_batch, first.precision, first_rebuild) == (8192, 4, "fp16", False)
+    assert (second.max_frame_side, second.max_batch, second_rebuild) == (4096, 16, True)
+    assert first.network_path == tiny_model
+    assert "already built" in capsys.readouterr().err
+
+
+def test_int8_gate_through_the_cli(ffmpeg_exe, tiny_conv_model, tmp_path):
+    """calibrate, then a calibration whose report is below the gate: --precision int8 is
+    refused in one line naming --force and writes nothing; with --force the matte is written."""
+    from trt_matte.calibration.store import REPORT_NAME, current_calibration
+
+    make_clip(ffmpeg_exe, tmp_path / "clip.mp4", frames=10)
+    model = ["--model", str(tiny_conv_model)]
+    calibrated = run_cli(["calibrate", "clip.mp4", "--frames", "8", "-q", *model], cwd=tmp_path)
+    assert calibrated.returncode == 0, calibrated.stderr
+    report = current_calibration(tiny_conv_model, Path(os.environ["TRT_MATTE_HOME"]), "tiny") / REPORT_NAME
+    original = report.read_text()
+    stored = json.loads(original)
+    stored["accuracy"]["cpu"]["iou_mean"] = 0.31
+    report.write_text(json.dumps(stored))
+    try:
+        refused = run_cli(video("clip.mp4", "--precision", "int8", "-q", *model), cwd=tmp_path)
+        assert_one_line_error(refused, "--force")
+        assert "0.310" in refused.stderr
+        assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
+        forced = run_cli(video("clip.mp4", "--precision", "int8", "--force", "-q", *model), cwd=tmp_path)
+        assert forced.returncode == 0, forced.stderr
+        assert frame_count(tmp_path / "clip.matte.mp4") == 10
+    finally:
+        report.write_text(original)
+
+
+def test_an_unexpected_error_is_one_line_naming_the_debug_switch(monkeypatch, capsys, assets, tiny_model, tmp_path):
+    from trt_matte import cli
+    from trt_matte.api import Matter
+
+    def broken_video(self, *args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(Matter, "video", broken_video)
+    monkeypatch.delenv("TRT_MATTE_DEBUG", raising=False)
+    assert cli.main(["video", str(assets["mp4"]), "-q", "--model", str(tiny_model)]) == 1
+    err = capsys.readouterr().err
+    assert err == "trt-matte: error: unexpected ZeroDivisionError: a bug (run with TRT_MATTE_DEBUG=1 for details)\n"
+    monkeypatch.setenv("TRT_MATTE_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["video", str(assets["mp4"]), "-q", "--model", str(tiny_model)])
