@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trt_matte.errors import MatteError
+
 from trt_matte.accuracy import mask_iou  # noqa: F401 -- the tests' IoU is the product's own
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -190,6 +192,17 @@ def tiny_conv_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_calibration(tiny_conv_model, ffmpeg_exe, tmp_path_factory):
+    """The tiny convolutional model calibrated on a synthetic clip: (clip, report, folder)."""
+    from trt_matte.calibration.calibrate import calibrate
+
+    work = tmp_path_factory.mktemp("tiny_calibration")
+    clip = make_clip(ffmpeg_exe, work / "clip.mp4", size="96x72", frames=30)
+    report = calibrate(tiny_conv_model, "tiny", [clip], work / "cache", frames=12, seed=1)
+    return clip, report, Path(report.folder)
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return write_tiny_u2net(tmp_path_factory.mktemp("tiny") / "tiny_u2net.onnx")
 
@@ -276,3 +289,30 @@ def wait_for_child(parent: int, marker: str, timeout: float = 20.0) -> int:
                 return pid
         time.sleep(0.005)
     raise AssertionError(f"no child of {parent} running {marker!r} within {timeout} s")
+
+
+def dali_image_inputs(paths: list[Path], batch_size: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """What the DALI image reader on the CPU hands the model: (uint8 [n,320,320,3], displayed sizes)."""
+    from trt_matte.media.dali_images import image_batches
+    batches = list(image_batches(paths, batch_size, device_id=None))
+    return (np.concatenate([batch.host_array() for batch in batches]),
+            [size for batch in batches for size in batch.sizes])
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(name for name in os.listdir(folder) if name.startswith("."))
+
+
+class ExplodingBackend:
+    """Runs ``inner`` but fails on the third batch, as a crash mid-run would."""
+
+    name, device, preferred_batch, takes_device_batches = "exploding", "cpu", 2, False
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def run(self, batch):
+        self.calls += 1
+        if self.calls == 3:
+            raise MatteError("simulated failure")
+        return self.inner.run(batch)

@@ -28,6 +28,14 @@ def _missing_folders(folder: Path) -> list[Path]:
     return missing
 
 
+def _why_not_writable(final_path: Path, error: OSError) -> str:
+    # mkdir says "File exists" when a folder on the way is a regular file: name that file.
+    blocker = next((folder for folder in final_path.parents if folder.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        return f"{blocker} is not a directory"
+    return error.strerror or str(error)
+
+
 def _remove_if_empty(folders: list[Path]) -> None:
     for folder in folders:
         try:
@@ -47,7 +55,7 @@ def _atomic(final_path: Path, claim: Callable[[Path], None], publish: Callable[[
             final_path.parent.mkdir(parents=True, exist_ok=True)
             claim(temp_path)
         except OSError as exc:
-            raise MatteError(f"cannot write {final_path}: {exc.strerror or exc}") from None
+            raise MatteError(f"cannot write {final_path}: {_why_not_writable(final_path, exc)}") from None
         yield temp_path
         publish(temp_path, final_path)
     except BaseException:
@@ -68,7 +76,13 @@ def atomic_output(final_path: Path) -> contextlib.AbstractContextManager[Path]:
     it are removed, so a failed run leaves nothing behind. The name is chosen before
     anything is created, so an interrupt at any point is covered by the cleanup.
     """
-    return _atomic(final_path, _claim_file, os.replace, lambda path: path.unlink(missing_ok=True))
+    return _atomic(final_path, _claim_file, os.replace, _remove_file)
+
+
+def _remove_file(path: Path) -> None:
+    # Cleanup must not replace the error being handled: a path that cannot exist is no leftover.
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        path.unlink()
 
 
 def atomic_folder(final_path: Path) -> contextlib.AbstractContextManager[Path]:
@@ -106,7 +120,7 @@ def scratch_path(beside: Path, suffix: str) -> Iterator[Path]:
     try:
         yield path
     finally:
-        path.unlink(missing_ok=True)
+        _remove_file(path)
 
 
 def atomic_write_bytes(final_path: Path, data: bytes) -> None:

@@ -230,8 +230,8 @@ def build_matte_graph(network: onnx.ModelProto, upsize: bool = False) -> onnx.Mo
 def matte_graph_path(network_path: Path, cache_dir: Path, precision: str = "fp32", upsize: bool = False) -> Path:
     """Return the cached matte graph for a network file and variant, building it on first use.
 
-    ``network_path`` is the model file, or for ``int8`` the Q/DQ network that
-    ``calibration.int8_network`` returns.
+    ``network_path`` is the model file, or for ``int8`` the Q/DQ network of a calibration,
+    which the caller looked up.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from ..cuda import device_name_and_capability, gpu_count
 from ..errors import MatteError
@@ -31,12 +31,11 @@ BUILD_RECIPE = 2
 DEFAULT_WORKSPACE = 4 << 30
 
 
-def require_tensorrt_gpu() -> Any:
+def require_tensorrt_gpu() -> None:
     """TensorRT and a visible NVIDIA GPU, or a one-line error saying which is missing."""
-    trt = import_tensorrt()
+    import_tensorrt()  # for its one-line install hint when TensorRT is missing
     if gpu_count() == 0:
         raise MatteError("TensorRT needs an NVIDIA GPU, and CUDA sees none (driver r580+ installed?)")
-    return trt
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def _matte_until_stopped(jobs: list[ImageJob], batch_size: int, device_id: int |
 
 
 class _HostMasks:
-    """Masks from a host backend: 320x320 from ``run``, upsized with Pillow as in images.py."""
+    """Masks from a host backend: 320x320 from ``run``, upsized with Pillow as on the Pillow path."""
 
     def __init__(self, backend: Backend):
         self._backend = backend

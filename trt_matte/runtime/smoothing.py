@@ -23,7 +23,7 @@ model's 320x320), the mask changes by MOTION_STEP levels or more between the win
 first and last frame (a net change: a flicker pop comes back, motion does not), the
 short window is used. A reversal looks the same at both window ends, so the gate
 misses it: a disk reversing at 20 px a frame loses ~1 px of its tip at K=2 and ~5 px
-at K=3 (tests/test_smoothing.py). K=1 is the safe default.
+at K=3 (tests/test_runtime_smoothing.py). K=1 is the safe default.
 
 Streaming: ``push`` takes uint8 masks [n,H,W] in frame order and returns the smoothed
 masks that are ready, K fewer in total than pushed until ``flush`` returns the rest;
@@ -67,7 +67,7 @@ from ..models import MODEL_SIZE
 # The recommended ``--smooth`` strength. On the carphone clip (60 frames, 320x320) flicker
 # in still regions falls by 37% (K=1), 52% (K=2), 61% (K=3) at a mean IoU against the
 # unsmoothed matte of 0.983, 0.973, 0.968: K=1 keeps a margin on both bounds (>= 30%,
-# >= 0.97) and clips nothing of a fast reversal; see tests/test_smoothing.py.
+# >= 0.97) and clips nothing of a fast reversal; see tests/test_runtime_smoothing.py.
 DEFAULT_STRENGTH = 1
 # K=2 already falls below IoU 0.97 against the unsmoothed matte over carphone; K=3 clips
 # about 5 px off a fast reversal. Stronger settings are not offered.

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +15,7 @@ from PIL import Image
 
 from conftest import decode_rgb, mask_iou, mean_abs_error, rembg_mask
 from trt_matte.errors import MatteError
-from trt_matte.media.pictures import find_images, to_rgb
-from trt_matte.runtime.image_jobs import OutputWriters
+from trt_matte.media.pictures import find_images
 from trt_matte.runtime.images import ImagesReport, process_images
 
 # Frames of carphone.mp4 (176x144) that become the test images.
@@ -268,68 +265,3 @@ def test_unwritable_output_dir_is_an_error(tmp_path, tiny_backend):
     with pytest.raises(MatteError, match=f"cannot write to output directory {blocker / 'masks'}: Not a directory"):
         process_images(photos, blocker / "masks", tiny_backend, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["blocker", "photos"]
-
-
-@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK"])
-def test_to_rgb_matches_pillow_convert_for_8_bit_modes(mode, frames):
-    image = Image.fromarray(frames[0]).convert(mode)
-    np.testing.assert_array_equal(np.asarray(to_rgb(image)), np.asarray(image.convert("RGB")))
-
-
-@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
-def test_to_rgb_scales_16_bit_gray(dtype):
-    samples = np.array([[0, 128, 129, 32896, 65535]], dtype=dtype)
-    rgb = np.asarray(to_rgb(Image.fromarray(samples)))
-    np.testing.assert_array_equal(rgb[..., 0], [[0, 0, 1, 128, 255]])
-    assert (rgb == rgb[..., :1]).all()
-
-
-class _CountingBar:
-    def __init__(self):
-        self.n = 0
-
-    def update(self, count: int = 1) -> None:
-        self.n += count
-
-
-def test_output_writers_run_in_parallel_with_bounded_images_in_flight():
-    workers, started, lock = 3, [], threading.Lock()
-    running = peak = 0
-
-    def slow_write(index: int) -> None:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-            started.append(index)
-        time.sleep(0.02)
-        with lock:
-            running -= 1
-
-    bar = _CountingBar()
-    with OutputWriters(bar, workers) as writers:
-        for index in range(20):
-            writers.submit(slow_write, index)
-            # Submitted but not finished: at most twice as many as there are threads.
-            assert index + 1 - writers.written <= 2 * workers
-    assert writers.written == bar.n == 20
-    assert sorted(started) == list(range(20))
-    assert peak == workers
-
-
-def test_a_failed_write_is_raised_and_later_writes_are_dropped():
-    written_paths = []
-
-    def write(index: int) -> None:
-        if index == 2:
-            raise MatteError("cannot write x: disk full")
-        time.sleep(0.01)
-        written_paths.append(index)
-
-    with pytest.raises(MatteError, match="disk full"):
-        with OutputWriters(_CountingBar(), workers=1) as writers:
-            for index in range(50):
-                writers.submit(write, index)
-    # The error surfaced while at most two more writes were queued behind the failed one.
-    assert written_paths[:2] == [0, 1]
-    assert max(written_paths) <= 4

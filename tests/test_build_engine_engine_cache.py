@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from trt_matte.build_engine.engine_cache import EngineCache, EngineSpec, GpuIdentity
-from trt_matte.build_engine.tensorrt_build import BuildRequest, engine_spec, profile_shapes
 
 H100 = GpuIdentity("NVIDIA H100 80GB HBM3", "9.0")
 SPEC = EngineSpec(graph_sha256="ab" * 32, precision="fp16", tensorrt_version="11.4.0.106", gpu=H100,
@@ -131,33 +130,3 @@ def test_an_engine_of_another_graph_or_build_never_serves(tmp_path, change):
     cache = EngineCache(tmp_path)
     cache.store(_larger(SPEC, max_frame_side=8192, **change), PLAN, 1.0)
     assert cache.find_covering(SPEC) is None
-
-
-@pytest.mark.parametrize("max_batch, max_frame_side", [(1, 64), (16, 4096), (8, 1000), (256, 8192)])
-def test_profiles_satisfy_tensorrts_min_opt_max_rule(tmp_path, max_batch, max_frame_side):
-    graph = tmp_path / "graph.onnx"
-    graph.write_bytes(b"graph bytes")
-    spec = engine_spec(graph, BuildRequest(graph, max_batch=max_batch, max_frame_side=max_frame_side), H100, "11.4")
-    shapes = profile_shapes(spec)
-    assert shapes["rgb"][2] == (max_batch, 320, 320, 3) and shapes["frame_shape"][2] == (max_frame_side,) * 2
-    for smallest, tuned, largest in shapes.values():
-        assert len(smallest) == len(tuned) == len(largest)
-        assert all(1 <= low <= mid <= high for low, mid, high in zip(smallest, tuned, largest))
-    # Kernels are tuned for the full batches the pipelines send.
-    assert shapes["rgb"][1][0] == max_batch
-
-
-def test_frames_beyond_the_engines_limit_are_refused_with_the_fix():
-    from trt_matte.engine.backend import Backend
-    from trt_matte.errors import MatteError
-
-    class LimitedBackend(Backend):
-        name, device, preferred_batch, max_frame_side = "tensorrt", "cuda", 4, 4096
-
-        def run(self, rgb_batch):
-            raise AssertionError("not called")
-
-    backend = LimitedBackend()
-    backend.check_frame_size(2160, 4096)
-    with pytest.raises(MatteError, match=r"4097x2160 exceed this engine's limit of 4096 .*--max-size"):
-        backend.check_frame_size(2160, 4097)

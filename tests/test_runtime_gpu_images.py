@@ -1,4 +1,4 @@
-"""The DALI image path (dali_images.py) on the CPU: DALI decodes and resizes with
+"""The GPU images path (runtime/gpu_images.py) on the CPU: DALI decodes and resizes with
 device_id=None, ONNX Runtime on the CPU runs the matte graph, images.py plans and writes.
 
 process_images takes this path only for GPU backends, so the folder tests switch its
@@ -18,14 +18,13 @@ from PIL import Image
 
 pytest.importorskip("nvidia.dali")
 
-from conftest import decode_rgb, mask_iou, mean_abs_error  # noqa: E402
+from conftest import dali_image_inputs, decode_rgb, mask_iou, mean_abs_error  # noqa: E402
 from trt_matte.build_engine.matte_graph import matte_graph_path  # noqa: E402
 from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from trt_matte.runtime import images  # noqa: E402
-from trt_matte.errors import MatteError  # noqa: E402
-from trt_matte.media.dali_images import DaliStopped, _stopped, dali_can_take, image_batches  # noqa: E402
+from trt_matte.media.dali_images import DaliStopped, dali_can_take, image_batches  # noqa: E402
+from trt_matte.media.pictures import decode_for_model  # noqa: E402
 from trt_matte.runtime.gpu_images import _host_masks, _runs  # noqa: E402
-from trt_matte.media.pictures import decode_for_model
 from trt_matte.runtime.images import ImagesReport, process_images  # noqa: E402
 
 # Evenly spread frames of carphone.mp4 (176x144), a person moving in a car.
@@ -61,12 +60,6 @@ def _read(path: Path) -> np.ndarray:
         return np.asarray(image)
 
 
-def _dali_inputs(paths: list[Path], batch_size: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    batches = list(image_batches(paths, batch_size, device_id=None))
-    return (np.concatenate([batch.host_array() for batch in batches]),
-            [size for batch in batches for size in batch.sizes])
-
-
 def test_dali_resize_gives_the_masks_of_pillow_lanczos(tmp_path, frames, cpu_backend):
     """Real weights on real frames, as JPEG (upscaled to 320) and as 3x PNG copies
     (downscaled, where the antialiasing counts). DALI's Lanczos3 and Pillow's LANCZOS
@@ -78,7 +71,7 @@ def test_dali_resize_gives_the_masks_of_pillow_lanczos(tmp_path, frames, cpu_bac
         picture.save(tmp_path / f"{index}.jpg", quality=90)
         picture.resize((528, 432), Image.Resampling.BICUBIC).save(tmp_path / f"{index}_large.png")
         paths += [tmp_path / f"{index}.jpg", tmp_path / f"{index}_large.png"]
-    dali_rgb, sizes = _dali_inputs(paths, batch_size=4)
+    dali_rgb, sizes = dali_image_inputs(paths, batch_size=4)
     pillow = [decode_for_model(path, keep_rgb=False) for path in paths]
     pillow_rgb = np.stack([decoded.model_input for decoded in pillow])
     assert sizes == [decoded.size[::-1] for decoded in pillow]
@@ -146,22 +139,8 @@ def test_gray_and_rgba_png_decode_as_rgb(formats_folder, formats_masks):
     dali, _, _ = formats_masks
     # Alpha is dropped, not composited, as Pillow's convert("RGB") does in rembg.
     np.testing.assert_array_equal(_read(dali / "rgba.png"), _read(dali / "png.png"))
-    gray_input, _ = _dali_inputs([formats_folder / "gray.png"], batch_size=1)
+    gray_input, _ = dali_image_inputs([formats_folder / "gray.png"], batch_size=1)
     assert (gray_input == gray_input[..., :1]).all()
-
-
-@pytest.mark.parametrize("batch_size", [1, 2, 3, 4, 7, 8])
-def test_every_file_exactly_once_in_order(tmp_path, batch_size):
-    # Seven files told apart by their sizes; the reader's padding must never show.
-    paths = []
-    for index in range(7):
-        path = tmp_path / f"{index}.png"
-        Image.new("RGB", (20 + index, 10 + index), (30 * index, 0, 0)).save(path)
-        paths.append(path)
-    rgb, sizes = _dali_inputs(paths, batch_size)
-    assert sizes == [(10 + index, 20 + index) for index in range(7)]
-    assert rgb.shape == (7, 320, 320, 3)
-    np.testing.assert_array_equal(rgb[:, 160, 160, 0], [30 * index for index in range(7)])
 
 
 def _broken_folder(folder: Path, frames: list[np.ndarray]) -> list[str]:
@@ -233,42 +212,6 @@ def test_a_broken_file_does_not_stop_the_folder(tmp_path, synthetic_frames, batc
             tmp_path / "pillow" / f"{Path(name).stem}.png")
         assert ours.shape == reference.shape
         assert mean_abs_error(ours, reference) <= 2, name
-
-
-def test_a_jpeg_with_data_after_its_end_marker_still_fits(tmp_path, synthetic_frames):
-    path = tmp_path / "camera.jpg"
-    Image.fromarray(synthetic_frames[0]).save(path, quality=90)
-    path.write_bytes(path.read_bytes() + bytes(4096))  # padding some cameras append
-    assert dali_can_take(path, None)
-
-
-def test_a_cut_jpeg_is_caught_behind_its_thumbnails_end_marker(tmp_path, synthetic_frames):
-    """An EXIF thumbnail is a whole JPEG, end marker included, near the file's start."""
-    thumbnail = tmp_path / "thumbnail.jpg"
-    Image.fromarray(synthetic_frames[1]).resize((40, 30)).save(thumbnail)
-    main = tmp_path / "main.jpg"
-    Image.fromarray(synthetic_frames[0]).save(main, quality=90)
-    payload = b"Exif\0\0" + thumbnail.read_bytes()
-    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-    whole = main.read_bytes()[:2] + app1 + main.read_bytes()[2:]  # after the start-of-image marker
-    camera = tmp_path / "camera.jpg"
-    camera.write_bytes(whole)
-    assert dali_can_take(camera, None)
-    camera.write_bytes(whole[: len(whole) * 3 // 4])
-    assert not dali_can_take(camera, None)
-
-
-def test_gpu_failures_are_not_blamed_on_files(tmp_path):
-    paths = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
-    decoder_failure = ("Error in MIXED operator `nvidia.dali.fn.decoders.image` encountered:\n"
-                       "{}\nCurrent pipeline object is no longer valid.")
-    # A file's fault: its batch goes to the Pillow path...
-    assert isinstance(_stopped(RuntimeError(decoder_failure.format("nvImageCodec failure")), paths, 0, 2),
-                      DaliStopped)
-    # ...but the GPU running out of memory would only recur there: the run stops with one line.
-    for exc in (RuntimeError(decoder_failure.format("CUDA error: out of memory")), MemoryError("std::bad_alloc")):
-        error = _stopped(exc, paths, 0, 2)
-        assert isinstance(error, MatteError) and "\n" not in str(error)
 
 
 def test_cutout_is_the_decoded_rgb_with_the_mask(tmp_path, formats_folder, batched_tiny_backend, with_dali):

@@ -13,15 +13,12 @@ import av
 import numpy as np
 import pytest
 
-from conftest import (alive, child_processes, decode_gray, decode_rgb, make_clip, mask_iou, mean_abs_error,
-                      packet_times, rembg_mask, video_size, wait_for_child, with_display_rotation)
+from conftest import (ExplodingBackend, alive, child_processes, decode_gray, decode_rgb, leftovers, make_clip,
+                      mask_iou, mean_abs_error, packet_times, rembg_mask, video_size, wait_for_child,
+                      with_display_rotation)
 from trt_matte.errors import MatteError
 from trt_matte.runtime import stages
 from trt_matte.runtime.video import matte_video
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(name for name in os.listdir(folder) if name.startswith("."))
 
 
 @pytest.mark.slow
@@ -90,21 +87,6 @@ def test_vp9_webm_source(ffmpeg_exe, tiny_backend, tmp_path):
     result = matte_video(source, tmp_path / "out.mp4", tiny_backend, batch_size=2, progress=False)
     assert len(decode_gray(ffmpeg_exe, result.output)) == 9
     assert packet_times(result.output) == pytest.approx(packet_times(source), abs=1e-6)
-
-
-class ExplodingBackend:
-    """Fails on the third batch, as a crash mid-run would."""
-
-    name, device, preferred_batch, takes_device_batches = "exploding", "cpu", 2, False
-
-    def __init__(self, inner):
-        self.inner, self.calls = inner, 0
-
-    def run(self, batch):
-        self.calls += 1
-        if self.calls == 3:
-            raise MatteError("simulated failure")
-        return self.inner.run(batch)
 
 
 def test_failure_mid_run_leaves_no_output(ffmpeg_exe, tiny_backend, tmp_path):

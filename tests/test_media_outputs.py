@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import decode_gray, decode_rgb, make_clip, packet_times, video_size, with_display_rotation
-from test_video import ExplodingBackend, leftovers
+from conftest import (ExplodingBackend, decode_gray, decode_rgb, leftovers, make_clip, packet_times, video_size,
+                      with_display_rotation)
 from trt_matte.errors import MatteError
 from trt_matte.media.probe import probe_video
 from trt_matte.media.outputs import Background, check_output_paths, output_paths, parse_background, parse_outputs

@@ -1,0 +1,81 @@
+"""Outputs that appear complete or not at all: a temporary name beside the target,
+renamed on success, removed (with any folders made for it) on failure or Ctrl-C."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from trt_matte.errors import MatteError
+from trt_matte.files import atomic_folder, atomic_output, atomic_write_bytes, file_digest, scratch_path
+
+
+def test_atomic_output_appears_only_on_success(tmp_path):
+    target = tmp_path / "out.mp4"
+    with atomic_output(target) as temporary:
+        assert temporary.parent == tmp_path and temporary.name.startswith(".") and temporary.suffix == ".mp4"
+        temporary.write_bytes(b"done")
+        assert not target.exists()
+    assert target.read_bytes() == b"done"
+    assert os.listdir(tmp_path) == ["out.mp4"]
+
+
+@pytest.mark.parametrize("interruption", [RuntimeError("failed"), KeyboardInterrupt()])
+def test_a_failure_leaves_nothing_not_even_the_folders_it_made(tmp_path, interruption):
+    target = tmp_path / "new" / "deeper" / "out.mp4"
+    with pytest.raises(type(interruption)):
+        with atomic_output(target) as temporary:
+            temporary.write_bytes(b"half")
+            raise interruption
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_previous_output_survives_a_failed_run(tmp_path):
+    target = tmp_path / "out.mp4"
+    target.write_bytes(b"previous")
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as temporary:
+            temporary.write_bytes(b"half")
+            raise RuntimeError
+    assert target.read_bytes() == b"previous" and os.listdir(tmp_path) == ["out.mp4"]
+
+
+def test_atomic_folder_replaces_a_previous_folder_only_when_complete(tmp_path):
+    target = tmp_path / "frames"
+    target.mkdir()
+    (target / "old.png").write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as temporary:
+            (temporary / "new.png").write_bytes(b"new")
+            raise RuntimeError
+    assert os.listdir(target) == ["old.png"]
+    with atomic_folder(target) as temporary:
+        (temporary / "new.png").write_bytes(b"new")
+    assert os.listdir(target) == ["new.png"] and os.listdir(tmp_path) == ["frames"]
+
+
+def test_an_unwritable_place_is_one_clear_error(tmp_path):
+    (tmp_path / "file").write_text("a regular file")
+    with pytest.raises(MatteError, match="cannot write .*file/out.mp4: .*file is not a directory"):
+        with atomic_output(tmp_path / "file" / "out.mp4"):
+            pass
+
+
+def test_scratch_path_is_removed_in_every_case(tmp_path):
+    with pytest.raises(RuntimeError):
+        with scratch_path(tmp_path / "out.mp4", ".mkv") as scratch:
+            assert scratch.suffix == ".mkv"
+            scratch.write_bytes(b"intermediate")
+            raise RuntimeError
+    assert os.listdir(tmp_path) == []
+
+
+def test_file_digest_follows_the_content(tmp_path):
+    path = tmp_path / "model.onnx"
+    atomic_write_bytes(path, b"first")
+    first = file_digest(path)
+    assert first == "a7937b64b8caa58f03721bb6bacf5c78cb235febe0e70b1b84cd99541461a08e"  # sha256("first")
+    time.sleep(0.01)
+    atomic_write_bytes(path, b"second")
+    assert file_digest(path) != first
