@@ -17,31 +17,38 @@ with its reason (WARN lines add notes), and --json is rewritten after every step
 run cut short keeps what it found:
 
 1. environment (always): the GPU (cuda-python), TensorRT, ONNX Runtime's providers and
-   packages, DALI, ffmpeg, the model and the clip;
-2. tests: the GPU tests, ``pytest -m gpu tests`` in a child process; a test skipped on a
-   GPU machine is printed as a warning;
+   packages, DALI with NVDEC (a one-frame H.264 decode: NVDEC needs the driver's
+   libnvcuvid), ffmpeg, the model and the clip;
+2. tests: the GPU tests, ``pytest -m gpu tests`` in a child process. The step cannot
+   pass by skipping: a test skipped for a missing asset or DALI fails it; one skipped
+   for TensorRT leaves the whole check INCOMPLETE; only a skip for an optional package
+   (onnxruntime-gpu) is a warning, named;
 3. engine: the TensorRT engine for the model (``ensure_engine``): build time and size;
    then the GPU backend the next steps use;
 4. accuracy on the clip's 320x320 frames (ffmpeg's reader): GPU masks against the CPU
    FP32 matte graph, mean abs error <= 1/255, mean IoU at 128 >= 0.98, and no constant
    mask where the CPU's is not (masks are uint8, so a NaN or an FP16 overflow can only
-   show that way: it spreads through the per-image min-max to the whole mask);
+   show that way: it spreads through the per-image min-max to the whole mask); then the
+   whole GPU video path (DALI decode, engine, upsizing, encoder) against the CPU matte
+   of the same clip, IoU over all frames >= 0.97 and mean abs error <= 3/255; a run
+   that fell back to the ffmpeg reader fails;
 5. bench, on a 1080p H.264 clip made from the clip (Lanczos, x264 crf 18, looped to
    ``--frames``; kept in --work-dir for the next run), all on the same GPU: (a) DALI
    decode + resize alone, (b) the engine alone per batch size (device buffers, 1080p
    output), (c) ffmpeg encode alone (the engine's 1080p masks, cycled), (d) trt-matte end
-   to end (``matte_video``), (e) rembg's way, frame by frame on ONNX Runtime CUDA, over
+   to end (``matte_video``; a fall-back to the ffmpeg reader fails it), (e) rembg's way, frame by frame on ONNX Runtime CUDA, over
    ``--peer-frames`` frames (its rate is steady); then one table and the targets
    end-to-end >= 0.90 x the slowest of (a, best of b, c) and >= 30 x frame-by-frame.
 
 Without TensorRT, steps 4, 5b and 5d run on ONNX Runtime CUDA's device backend (the
-same zero-copy interface) and are labelled so. Stages are timed as a file pays them:
+same zero-copy interface) and are labelled so, and the run ends INCOMPLETE (exit 1),
+naming what did not run. Stages are timed as a file pays them:
 DALI's reader set-up (it indexes the file) and the encoder's start and finish are
 inside the timings; engine or session creation, DALI's one-time start-up and one
 warm-up run are not.
 
-Exit status: 0 when every step passed (and, with the bench step, both targets were
-measured), 1 when a check failed, a target could not be measured or CUDA cannot start,
+Exit status: 0 when every step passed with TensorRT (and, with the bench step, both
+targets were measured), 1 when a check failed, TensorRT or a target was missing, or CUDA cannot start,
 2 when CUDA sees no GPU (one line, nothing checked). Failures print one line each;
 ``--debug`` adds their tracebacks.
 """
@@ -76,26 +83,25 @@ from bench_cpu import (
     run_peer,
 )
 
-from trt_matte.build_engine.matte_graph import matte_graph_path
-from trt_matte.models import MODEL_SIZE
-from trt_matte.accuracy import mask_iou
-from trt_matte.build_engine.tensorrt_build import DEFAULT_MAX_BATCH, BuildRequest, ensure_engine
-from trt_matte.tensorrt_api import import_tensorrt, tensorrt_available
-from trt_matte.engine.backend import Backend
+from trt_matte.accuracy import mask_iou, mean_abs_error
 from trt_matte.api import BackendRequest, open_backend
-from trt_matte.cuda import DeviceBuffer, check, copy_async, device_name_and_capability, runtime_api
+from trt_matte.build_engine.matte_graph import matte_graph_path
+from trt_matte.build_engine.tensorrt_build import DEFAULT_MAX_BATCH, BuildRequest, ensure_engine
+from trt_matte.cuda import DeviceBuffer, check, copy_async, current_device, device_name_and_capability, runtime_api
+from trt_matte.engine.backend import Backend
 from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
-from trt_matte.onnxruntime_sessions import CPU_PROVIDER, CUDA_PROVIDER, preload_cuda_libraries
 from trt_matte.errors import MatteError
-from trt_matte.models import cache_dir, resolve_model
 from trt_matte.media.dali import dali_available
 from trt_matte.media.dali_video import DaliFrameReader
-from trt_matte.media.ffmpeg import ffmpeg_exe
-from trt_matte.media.probe import VideoInfo, probe_video
 from trt_matte.media.encoder import MatteEncoder
+from trt_matte.media.ffmpeg import ffmpeg_exe
 from trt_matte.media.frame_reader import FrameReader
 from trt_matte.media.outputs import DEFAULT_CRF
+from trt_matte.media.probe import VideoInfo, probe_video
+from trt_matte.models import MODEL_SIZE, cache_dir, resolve_model
+from trt_matte.onnxruntime_sessions import CPU_PROVIDER, CUDA_PROVIDER, preload_cuda_libraries
 from trt_matte.runtime.video import matte_video
+from trt_matte.tensorrt_api import import_tensorrt, tensorrt_available
 
 # At several hundred fps, 1800 frames take seconds a stage: fixed start-up costs
 # (ffmpeg processes, DALI's indexing, the final remux) stay a few percent of it.
@@ -106,12 +112,23 @@ ENGINE_BATCHES = (1, 4, 8, 16)
 ACCURACY_FRAMES = 240  # the CPU reference runs them all; carphone has 120
 MAX_MEAN_ABS_ERROR = 1.0  # 1/255 on 0..255 masks
 MIN_MEAN_IOU = 0.98  # as tests/test_gpu.py
+# The whole GPU video path (DALI decode, engine, upsizing, encoder) against the CPU matte:
+# IoU over all frames together, as DESIGN.md defines it, and mean abs error.
+MIN_VIDEO_IOU = 0.97
+MAX_VIDEO_ABS_ERROR = 3.0
+# What the GPU tests may skip for: a package this machine may lack on purpose (a WARN).
+# Any other skip (a missing asset, DALI) means the machine was not set up: a FAIL. A
+# skip for TensorRT leaves the check INCOMPLETE rather than failed.
+OPTIONAL_SKIPS = ("onnxruntime-gpu",)
+TENSORRT_SKIPS = ("tensorrt",)
 MIN_E2E_VS_SLOWEST = 0.90
 MIN_E2E_VS_PEER = 30.0
 # The GPU tests build several engines; a lent machine runs a command for 10 minutes at most.
 TESTS_TIMEOUT_S = 480
 EXIT_FAILED, EXIT_NO_GPU = 1, 2
 PASS, FAIL, SKIP, WARN = "PASS", "FAIL", "SKIP", "WARN"
+# What a run without TensorRT could not check, named in its INCOMPLETE verdict.
+NEEDS_TENSORRT = "the TensorRT engine (build, FP16 and INT8 accuracy, speed)"
 
 
 # ---- reporting ------------------------------------------------------------------------
@@ -274,10 +291,23 @@ def check_onnxruntime() -> Outcome:
 
 
 def check_dali() -> Outcome:
+    """DALI, and NVDEC through it: one H.264 frame decoded on the GPU, since NVDEC needs the
+    driver's libnvcuvid, which nothing else probes before the long steps."""
     if not dali_available():
         return Outcome("absent or broken: pip install -e '.[gpu]'", status=FAIL)
     import nvidia.dali
-    return Outcome(nvidia.dali.__version__, nvidia.dali.__version__)
+    with tempfile.TemporaryDirectory(prefix="gpu-check-nvdec-") as folder:
+        clip = Path(folder) / "one-frame.mp4"
+        run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "1", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", str(clip)], "making a one-frame H.264 clip")
+        reader = DaliFrameReader(clip, 1, 1, device_id=current_device())
+        try:
+            frames = sum(batch.frames for batch in reader.batches())
+        finally:
+            reader.close()
+    if frames != 1:
+        return Outcome(f"{nvidia.dali.__version__}, but NVDEC decoded {frames} frames of 1", status=FAIL)
+    return Outcome(f"{nvidia.dali.__version__}; NVDEC decoded a one-frame H.264 clip", nvidia.dali.__version__)
 
 
 def check_ffmpeg() -> Outcome:
@@ -325,12 +355,32 @@ def run_gpu_tests(timeout_s: int) -> Outcome:
         raise BenchError(f"the GPU tests ran past {timeout_s} s (--tests-timeout)") from None
     lines = done.stdout.strip().splitlines() or done.stderr.strip().splitlines() or ["no output"]
     counts = {word: int(number) for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)", lines[-1])}
-    passed = done.returncode == 0 and counts.get("passed", 0) > 0
+    fatal, tensorrt, optional = classify_skips(lines)
+    passed = done.returncode == 0 and counts.get("passed", 0) > 0 and not fatal
+    summary = ", ".join(f"{number} {word}" for word, number in counts.items()) or lines[-1]
+    if fatal:
+        summary += f"; {len(fatal)} skipped for what this machine should have (assets, DALI): not a pass"
     return Outcome(
-        ", ".join(f"{number} {word}" for word, number in counts.items()) or lines[-1],
-        counts, PASS if passed else FAIL,
-        warnings=tuple(f"skipped {line.removeprefix('SKIPPED ')}" for line in lines if line.startswith("SKIPPED")),
+        summary, {**counts, "tensorrt_skips": len(tensorrt)}, PASS if passed else FAIL,
+        warnings=tuple(f"skipped {line}" for line in (*fatal, *tensorrt, *optional)),
         notes=tuple(line for line in lines if line.startswith(("FAILED", "ERROR"))))
+
+
+def classify_skips(lines: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """pytest's ``SKIPPED [n] file:line: reason`` lines, split into (fatal: the check cannot
+    pass with them; TensorRT absent: the check is incomplete; optional packages)."""
+    fatal, tensorrt, optional = [], [], []
+    for line in lines:
+        if not line.startswith("SKIPPED"):
+            continue
+        reason = line.removeprefix("SKIPPED ").split(": ", 1)[-1]
+        if any(name in reason for name in OPTIONAL_SKIPS):
+            optional.append(line.removeprefix("SKIPPED "))
+        elif any(re.search(rf"\b{name}\b", reason) for name in TENSORRT_SKIPS) and "tensorrt_bindings" not in reason:
+            tensorrt.append(line.removeprefix("SKIPPED "))
+        else:
+            fatal.append(line.removeprefix("SKIPPED "))
+    return fatal, tensorrt, optional
 
 
 # ---- 3. engine and backend ------------------------------------------------------------
@@ -413,6 +463,32 @@ def check_accuracy(backend: Backend, model: Path, clip: Path) -> Outcome:
         found, PASS if passed else FAIL)
 
 
+def check_video_accuracy(backend: Backend, model: Path, clip: Path, work_dir: Path) -> Outcome:
+    """The whole GPU video path (DALI decode and resize, engine, upsizing, encoder) against
+    the CPU matte of the same clip, both read back with ffmpeg; a run that fell back to
+    the ffmpeg reader did not test DALI, and fails."""
+    notes: list[str] = []
+    gpu = matte_video(clip, work_dir / "accuracy-gpu.mkv", backend, progress=False, crf=0, announce=notes.append)
+    reference = OnnxRuntimeBackend(matte_graph_path(model, cache_dir()), device="cpu")
+    cpu = matte_video(clip, work_dir / "accuracy-cpu.mkv", reference, progress=False, crf=0)
+    ours, theirs = (decode_gray(result.output) for result in (gpu, cpu))
+    found = {"frames": len(ours), "iou": mask_iou(ours, theirs), "mean_abs_error": mean_abs_error(ours, theirs),
+             "fell_back": bool(notes)}
+    passed = (len(ours) == len(theirs) == gpu.frames and not notes and found["iou"] >= MIN_VIDEO_IOU
+              and found["mean_abs_error"] <= MAX_VIDEO_ABS_ERROR)
+    return Outcome(f"{engine_label(backend)} video path vs CPU matte, {found['frames']} frames: IoU over all "
+                   f"frames {found['iou']:.4f} (>= {MIN_VIDEO_IOU}), mean abs error {found['mean_abs_error']:.2f} "
+                   f"(<= {MAX_VIDEO_ABS_ERROR})" + (f"; NOT through DALI: {notes[0]}" if notes else ""),
+                   found, PASS if passed else FAIL)
+
+
+def decode_gray(path: Path) -> np.ndarray:
+    info = probe_video(path)
+    raw = run_ffmpeg(["-i", str(path), "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                     f"reading {path.name} back")
+    return np.frombuffer(raw, np.uint8).reshape(-1, info.height, info.width)
+
+
 # ---- 5. benchmarks --------------------------------------------------------------------
 
 def make_1080p_clip(clip: Path, frames: int, work_dir: Path) -> Outcome:
@@ -433,9 +509,9 @@ def bench_dali(clip: Path, info: VideoInfo, batch: int, dali: str | None) -> Out
     if dali is None:
         return skip("DALI is absent")
     # DALI's one-time start-up (libraries, CUDA context, NVDEC) is no cost of this file.
-    DaliFrameReader(clip, info.frame_count, batch, device_id=0).close()
+    DaliFrameReader(clip, info.frame_count, batch, device_id=current_device()).close()
     started = time.perf_counter()
-    reader = DaliFrameReader(clip, info.frame_count, batch, device_id=0)
+    reader = DaliFrameReader(clip, info.frame_count, batch, device_id=current_device())
     try:
         frames = sum(decoded.frames for decoded in reader.batches())
     finally:
@@ -493,7 +569,9 @@ def bench_end_to_end(backend: Backend, clip: Path, info: VideoInfo, target: Path
     # Probed already, as the CLI probes before the run: 5a pays no probe either.
     result = matte_video(clip, target, backend, progress=False, probed=info, announce=notes.append)
     timing = Timing(f"d trt-matte e2e, {engine_label(backend)}", result.frames, time.perf_counter() - started)
-    return Outcome(timing.summary(), timing, warnings=tuple(notes))
+    if notes:  # the ffmpeg reader stood in for DALI: not the GPU path this step measures
+        return Outcome(f"{timing.summary()}, but NOT through DALI: {notes[0]}", status=FAIL)
+    return Outcome(timing.summary(), timing)
 
 
 def bench_frame_by_frame(model: Path, clip: Path, info: VideoInfo, target: Path, cuda_provider: bool,
@@ -580,6 +658,9 @@ def run_gpu_steps(report: Report, args: argparse.Namespace, env: Environment, wo
         if "accuracy" in args.steps:
             report.numbers["accuracy"] = report.attempt("4 accuracy", check_accuracy, backend, env.model, env.clip,
                                                         needs={"a GPU backend": backend, "a clip": env.clip})
+            report.numbers["video_accuracy"] = report.attempt(
+                "4 video accuracy", check_video_accuracy, backend, env.model, env.clip, work_dir,
+                needs={"a GPU backend": backend, "a clip": env.clip})
         if "bench" in args.steps:
             run_benchmarks(report, args, env, backend, work_dir)
     finally:
@@ -639,10 +720,13 @@ def unusable_gpu() -> tuple[str, int] | None:
     return f"CUDA cannot start ({name}): nothing was checked", EXIT_FAILED
 
 
-def final_verdict(report: Report, steps: tuple[str, ...]) -> int:
+def final_verdict(report: Report, steps: tuple[str, ...], tensorrt: bool = True) -> int:
     failed = report.count(FAIL)
     print(f"\ngpu_check: {report.count(PASS)} passed, {failed} failed, {report.count(SKIP)} skipped, "
           f"{report.count(WARN)} warnings")
+    if not tensorrt:
+        print(f"gpu_check: INCOMPLETE: TensorRT is not installed, so {NEEDS_TENSORRT} did not run; "
+              "everything else ran on ONNX Runtime CUDA")
     if "bench" in steps:
         measured = {verdict.name.split(" (")[0]: verdict for verdict in report.verdicts}
         words = [f"{name} {measured[name].value:.3f} {'PASS' if measured[name].passed else 'FAIL'}"
@@ -652,7 +736,7 @@ def final_verdict(report: Report, steps: tuple[str, ...]) -> int:
         print(f"gpu_check: targets: {'; '.join(words)}{'' if complete else ' -> INCOMPLETE'}")
         if not complete:
             return EXIT_FAILED
-    return EXIT_FAILED if failed else 0
+    return EXIT_FAILED if failed or not tensorrt else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -674,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with tempfile.TemporaryDirectory(prefix="gpu-check-") as work_dir:
                 run_gpu_steps(report, args, env, Path(work_dir))
-    return final_verdict(report, args.steps)
+    return final_verdict(report, args.steps, tensorrt=env.tensorrt is not None)
 
 
 if __name__ == "__main__":

@@ -82,3 +82,17 @@ def test_readme_examples_run(u2netp_path, ffmpeg_exe, carphone_path, short_clip,
         exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     assert (tmp_path / "clip.matte.mp4").is_file()
     assert Image.open(tmp_path / "photos.masks" / "portrait.png").mode == "RGBA"
+
+
+def test_leaving_a_matter_frees_the_backend_unless_a_stage_is_stuck(tiny_model, monkeypatch):
+    from trt_matte.runtime.stages import StagesStuck
+
+    closes = []
+    with Matter(tiny_model, device="cpu") as matter:
+        monkeypatch.setattr(matter.backend, "close", lambda: closes.append("closed"))
+    assert closes == ["closed"]
+    with pytest.raises(StagesStuck):
+        with Matter(tiny_model, device="cpu") as matter:
+            monkeypatch.setattr(matter.backend, "close", lambda: closes.append("closed under a stuck thread"))
+            raise StagesStuck("the writer did not stop")
+    assert closes == ["closed"]  # its memory stays for the process exit to free

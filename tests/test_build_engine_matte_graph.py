@@ -108,12 +108,12 @@ def test_wrong_input_shape(tmp_path):
 
 
 def test_upsized_graph_returns_masks_at_the_frame_size(u2netp_path, cache_home, carphone_frames, cpu_backend):
-    from trt_matte.build_engine.matte_graph import FRAME_SHAPE_NAME
+    from trt_matte.build_engine.matte_graph import FRAME_SHAPE_NAME, frame_shape_input
     session = ort.InferenceSession(str(matte_graph_path(u2netp_path, cache_home, upsize=True)),
                                    providers=["CPUExecutionProvider"])
     pictures = np.stack([np.asarray(Image.fromarray(frame).resize((320, 320), Image.Resampling.LANCZOS))
                          for frame in carphone_frames[:2]])
-    upsized = session.run(None, {INPUT_NAME: pictures, FRAME_SHAPE_NAME: np.zeros((144, 176), np.uint8)})[0]
+    upsized = session.run(None, {INPUT_NAME: pictures, FRAME_SHAPE_NAME: frame_shape_input(144, 176)})[0]
     assert upsized.shape == (2, 144, 176) and upsized.dtype == np.uint8
     for small, large in zip(cpu_backend.run(pictures), upsized):
         reference = np.asarray(Image.fromarray(small).resize((176, 144), Image.Resampling.BICUBIC))

@@ -19,10 +19,13 @@ def test_profiles_satisfy_tensorrts_min_opt_max_rule(tmp_path, max_batch, max_fr
     graph.write_bytes(b"graph bytes")
     spec = engine_spec(graph, BuildRequest(graph, max_batch=max_batch, max_frame_side=max_frame_side), H100, "11.4")
     shapes = profile_shapes(spec)
-    assert shapes["rgb"][2] == (max_batch, 320, 320, 3) and shapes["frame_shape"][2] == (max_frame_side,) * 2
+    assert shapes["rgb"][2] == (max_batch, 320, 320, 3) and shapes["frame_shape"][2] == (0, max_frame_side, max_frame_side)
     for smallest, tuned, largest in shapes.values():
         assert len(smallest) == len(tuned) == len(largest)
-        assert all(1 <= low <= mid <= high for low, mid, high in zip(smallest, tuned, largest))
+        assert all(0 <= low <= mid <= high for low, mid, high in zip(smallest, tuned, largest))
+    # frame_shape is empty in its first dimension only: the mask size is never 0.
+    assert [dims[0] for dims in shapes["frame_shape"]] == [0, 0, 0]
+    assert all(side >= 1 for dims in shapes["frame_shape"] for side in dims[1:])
     # Kernels are tuned for the full batches the pipelines send.
     assert shapes["rgb"][1][0] == max_batch
 

@@ -10,7 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 from conftest import make_clip
-from trt_matte.build_engine.matte_graph import build_matte_graph, matte_graph_path
+from trt_matte.build_engine.matte_graph import build_matte_graph, frame_shape_input, matte_graph_path
 from trt_matte.calibration.quantize import prepare_network, with_static_resizes
 from trt_matte.media.frame_reader import FrameReader
 
@@ -79,6 +79,6 @@ def test_int8_matte_graphs_run_with_and_without_upsizing(tiny_calibration, tmp_p
     upsizing = ort.InferenceSession(str(matte_graph_path(network, tmp_path, "int8", upsize=True)),
                                     providers=["CPUExecutionProvider"])
     masks = plain.run(None, {"rgb": frames})[0]
-    same_size = upsizing.run(None, {"rgb": frames, "frame_shape": np.zeros((320, 320), np.uint8)})[0]
-    frame_size = upsizing.run(None, {"rgb": frames, "frame_shape": np.zeros((72, 96), np.uint8)})[0]
+    same_size = upsizing.run(None, {"rgb": frames, "frame_shape": frame_shape_input(320, 320)})[0]
+    frame_size = upsizing.run(None, {"rgb": frames, "frame_shape": frame_shape_input(72, 96)})[0]
     assert np.array_equal(masks, same_size) and frame_size.shape == (3, 72, 96)

@@ -42,3 +42,23 @@ def test_host_backends_close_without_holding_anything(tiny_backend):
     tiny_backend.close()  # again: nothing to release, no error
     assert tiny_backend.run(np.zeros((1, 320, 320, 3), np.uint8)).shape == (1, 320, 320)
     assert tiny_backend.describe("tiny") == "backend onnxruntime on cpu, model tiny, fp32"
+
+
+def test_an_unaligned_device_batch_is_staged_on_a_256_byte_boundary():
+    from trt_matte import fake_cuda
+    from trt_matte.engine.backend import ALIGNMENT, aligned_input
+
+    stream = fake_cuda.Stream()
+    batch, staging = fake_cuda.DeviceBuffer(4096), fake_cuda.DeviceBuffer(1024)
+    try:
+        batch.array[:] = np.arange(4096) % 251
+        assert aligned_input(fake_cuda, batch.address, 1024, staging, stream) == batch.address  # aligned: as is
+        unaligned = batch.address + 16
+        assert unaligned % ALIGNMENT
+        assert aligned_input(fake_cuda, unaligned, 1024, staging, stream) == staging.address
+        np.testing.assert_array_equal(staging.array, batch.array[16:16 + 1024])
+        with pytest.raises(ValueError, match="staging buffer"):
+            aligned_input(fake_cuda, unaligned, 2048, staging, stream)
+    finally:
+        batch.close()
+        staging.close()

@@ -1,6 +1,6 @@
 """The package's rooms import one way only (DESIGN.md, "Layout"):
 
-    leaves (errors, files, models, accuracy, cuda, tensorrt_api, onnxruntime_sessions, version)
+    leaves (errors, files, models, accuracy, cuda, fake_cuda, tensorrt_api, onnxruntime_sessions, version)
       <- media <- build_engine <- calibration <- engine <- runtime <- api <- cli
 
 Every import, at module level or inside a function, must point to the same room or a
@@ -15,7 +15,8 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "trt_matte"
 PACKAGE = PACKAGE_DIR.name
 ROOMS = ["leaf", "media", "build_engine", "calibration", "engine", "runtime", "api", "cli"]
-LEAVES = {"errors", "files", "models", "accuracy", "cuda", "tensorrt_api", "onnxruntime_sessions", "version"}
+LEAVES = {"errors", "files", "models", "accuracy", "cuda", "fake_cuda", "tensorrt_api", "onnxruntime_sessions",
+          "version"}
 
 
 def module_name(path: Path, package_dir: Path) -> str:

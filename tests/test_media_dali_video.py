@@ -17,7 +17,7 @@ pytest.importorskip("nvidia.dali")
 from conftest import make_clip, mask_iou, mean_abs_error, with_display_rotation  # noqa: E402
 from trt_matte.errors import MatteError  # noqa: E402
 from trt_matte.media.dali_video import (  # noqa: E402
-    DaliFrameReader, _leading_real_frames, nvdec_unsupported_reason, rgb_correction)
+    DaliFrameReader, _leading_real_frames, rgb_correction, unsupported_reason)
 from trt_matte.media.probe import probe_video  # noqa: E402
 from trt_matte.media.frame_reader import FrameReader  # noqa: E402
 
@@ -123,11 +123,11 @@ def test_mirrored_sources_are_left_to_the_ffmpeg_reader(ffmpeg_exe, tmp_path):
     for degrees in (0, 90):
         # PyAV reports a plain flip as a turn by -180 degrees: the display matrix itself tells.
         mirrored = with_display_rotation(ffmpeg_exe, upright, tmp_path / f"mirrored{degrees}.mp4", degrees, True)
-        assert nvdec_unsupported_reason(mirrored) == "the picture is displayed mirrored"
+        assert unsupported_reason(mirrored, device_id=0) == "the picture is displayed mirrored"
         with pytest.raises(MatteError, match="displayed mirrored"):
             DaliFrameReader(mirrored, 2, 2, device_id=None)
     turned = with_display_rotation(ffmpeg_exe, upright, tmp_path / "turned.mp4", 180)
-    assert nvdec_unsupported_reason(turned) is None
+    assert unsupported_reason(turned, device_id=0) is None
 
 
 def _colour_clip(ffmpeg: str, target: Path, tags: list[str], full_range: bool = False) -> Path:
@@ -169,7 +169,7 @@ def test_colour_corrections_turn_bt601_into_each_matrix():
 def test_colour_matrices_dali_cannot_convert_are_left_to_ffmpeg(ffmpeg_exe, tmp_path):
     source = make_clip(ffmpeg_exe, tmp_path / "ycgco.mp4", frames=2,
                        extra_output=["-bsf:v", "h264_metadata=matrix_coefficients=8"])  # YCgCo
-    assert "colour matrix" in nvdec_unsupported_reason(source)
+    assert "colour matrix" in unsupported_reason(source, device_id=0)
 
 
 def test_truncated_file_fails(ffmpeg_exe, tmp_path):
@@ -208,13 +208,13 @@ def test_unreadable_inputs_fail(ffmpeg_exe, tmp_path):
 
 
 def test_what_nvdec_takes(ffmpeg_exe, tmp_path):
-    assert nvdec_unsupported_reason(vp9_clip(ffmpeg_exe, tmp_path / "vp9.webm", frames=2)) is None
-    assert nvdec_unsupported_reason(make_clip(ffmpeg_exe, tmp_path / "h264.mp4", frames=2)) is None
+    assert unsupported_reason(vp9_clip(ffmpeg_exe, tmp_path / "vp9.webm", frames=2), device_id=0) is None
+    assert unsupported_reason(make_clip(ffmpeg_exe, tmp_path / "h264.mp4", frames=2), device_id=0) is None
     for pix_fmt in ("yuv444p", "yuv420p10le"):
         source = vp9_clip(ffmpeg_exe, tmp_path / f"{pix_fmt}.webm", frames=2, pix_fmt=pix_fmt)
-        assert nvdec_unsupported_reason(source) == f"NVDEC via DALI takes 8-bit 4:2:0 video, not {pix_fmt}"
+        assert unsupported_reason(source, device_id=0) == f"NVDEC via DALI takes 8-bit 4:2:0 video, not {pix_fmt}"
     mjpeg = make_clip(ffmpeg_exe, tmp_path / "mjpeg.avi", frames=2, codec="mjpeg", pix_fmt="yuvj420p")
-    assert "does not decode mjpeg" in nvdec_unsupported_reason(mjpeg)
+    assert "does not decode mjpeg" in unsupported_reason(mjpeg, device_id=0)
 
 
 def test_carphone_masks_match_the_ffmpeg_readers(ffmpeg_exe, carphone_path, cpu_backend, tmp_path):

@@ -247,6 +247,40 @@ def test_images_beyond_the_engines_size_limit_take_the_pillow_path(tmp_path, syn
     assert _read(tmp_path / "out" / "small.png").shape == (139, 170)
 
 
+def test_the_fake_device_mattes_a_folder_of_mixed_sizes_like_the_pillow_path(tmp_path, synthetic_frames, tiny_model,
+                                                                             cache_home, tiny_backend):
+    """The GPU variant proper (engine calls per run of same-sized images, one copy of the
+    batch's masks to pinned memory) on the fake device; a cut JPEG still goes to the
+    Pillow path, and every fake buffer is freed afterwards."""
+    from fake_gpu import FakeGpuBackend
+    from trt_matte import fake_cuda
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sizes = [(176, 144), (176, 144), (175, 143), (120, 90), (176, 144)]
+    for index, size in enumerate(sizes):
+        Image.fromarray(synthetic_frames[index]).resize(size).save(folder / f"{index}.png")
+    Image.fromarray(synthetic_frames[5]).save(folder / "cut.jpg", quality=90)
+    (folder / "cut.jpg").write_bytes((folder / "cut.jpg").read_bytes()[:-300])
+    before = fake_cuda.live_allocations()
+    backend = FakeGpuBackend(matte_graph_path(tiny_model, cache_home),
+                             matte_graph_path(tiny_model, cache_home, upsize=True), batch=ODD_BATCH)
+    try:
+        report = process_images(folder, tmp_path / "gpu", backend, progress=False)
+        engine_calls = backend.calls
+    finally:
+        backend.close()
+    assert fake_cuda.live_allocations() == before
+    reference = process_images(folder, tmp_path / "pillow", tiny_backend, progress=False)
+    assert report == reference and report.processed == len(sizes)
+    # Two batches of three: runs (2 x 176x144, 175x143) and (120x90, 176x144); cut.jpg is Pillow's.
+    assert engine_calls == 4
+    for index, (width, height) in enumerate(sizes):
+        ours, theirs = _read(tmp_path / "gpu" / f"{index}.png"), _read(tmp_path / "pillow" / f"{index}.png")
+        assert ours.shape == theirs.shape == (height, width)
+        assert mean_abs_error(ours, theirs) <= 3.0, index  # DALI and bicubic on the "GPU", Pillow's Lanczos
+
+
 def test_masks_of_mixed_sizes_get_one_engine_call_per_run_at_aligned_addresses():
     sizes = [(144, 176), (144, 176), (143, 175), (144, 176)]
     runs, nbytes = _runs(sizes)

@@ -197,3 +197,11 @@ def test_a_stalled_ffmpeg_ends_the_run_with_one_line_and_no_child_left(ffmpeg_ex
     assert not alive(stopped["pid"])
     assert not [command for command in child_processes(os.getpid()).values() if "ffmpeg" in command]
     assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
+
+
+def test_a_bad_smoothing_strength_fails_before_any_process_starts(ffmpeg_exe, tiny_backend, tmp_path):
+    source = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", frames=3)
+    with pytest.raises(ValueError, match="smoothing strength"):
+        matte_video(source, tmp_path / "out.mp4", tiny_backend, progress=False, smooth=-1)
+    assert not [command for command in child_processes(os.getpid()).values() if "ffmpeg" in command]
+    assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]

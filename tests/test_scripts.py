@@ -14,7 +14,7 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 from bench_cpu import peer_matte, peer_session, run_peer  # noqa: E402
-from gpu_check import Report, final_verdict, steps_list  # noqa: E402
+from gpu_check import Report, classify_skips, final_verdict, steps_list  # noqa: E402
 
 
 @pytest.mark.skipif(gpu_visible(), reason="a machine with a GPU runs the whole check instead")
@@ -54,3 +54,25 @@ def test_the_peer_computes_rembgs_masks(rembg_session, u2netp_path, ffmpeg_exe, 
         ours = peer_matte(session, input_name, frame)
         theirs = rembg_mask(rembg_session, frame)
         assert ours.shape == theirs.shape and mean_abs_error(ours, theirs) <= 0.5
+
+
+def test_the_gpu_tests_step_cannot_pass_by_skipping():
+    lines = [
+        "SKIPPED [3] tests/conftest.py:31: needs /x/models/u2netp.onnx (the real U²-Net-p weights; set "
+        "TRT_MATTE_SHARED)",
+        "SKIPPED [1] tests/test_runtime_gpu_images.py:19: could not import 'nvidia.dali': No module named 'nvidia'",
+        "SKIPPED [4] tests/test_gpu.py:22: could not import 'tensorrt': No module named 'tensorrt'",
+        "SKIPPED [1] tests/test_gpu.py:111: needs onnxruntime-gpu",
+        "12 passed, 9 skipped in 80.12s",
+    ]
+    fatal, tensorrt, optional = classify_skips(lines)
+    assert [line.split(":")[0] for line in fatal] == ["[3] tests/conftest.py", "[1] tests/test_runtime_gpu_images.py"]
+    assert len(tensorrt) == 1 and "tensorrt" in tensorrt[0]
+    assert optional == ["[1] tests/test_gpu.py:111: needs onnxruntime-gpu"]
+
+
+def test_without_tensorrt_the_check_is_incomplete_not_passed(tmp_path, capsys):
+    report = Report(debug=False, json_path=None, config={})
+    report.add("1 gpu", "PASS", "a GPU")
+    assert final_verdict(report, ("tests",), tensorrt=False) == 1
+    assert "INCOMPLETE: TensorRT is not installed" in capsys.readouterr().out

@@ -43,6 +43,7 @@ from .media.pictures import mask_at_size, model_input, to_rgb
 from .media.probe import VideoInfo, probe_video
 from .models import cache_dir, resolve_model
 from .runtime.images import ImagesReport, process_images
+from .runtime.stages import StagesStuck
 from .runtime.video import VideoResult, matte_video
 from .tensorrt_api import StaleEngine, tensorrt_available
 
@@ -191,8 +192,14 @@ class Matter:
     def __enter__(self) -> "Matter":
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, error_type: type | None, error: BaseException | None, traceback: object) -> None:
+        if isinstance(error, StagesStuck):
+            return  # a pipeline thread may still use the backend's memory: leave it to the process exit
+        try:
+            self.close()
+        except Exception:
+            if error is None:
+                raise  # otherwise the error that ended the block is the one to report
 
     def video(self, source: str | Path, output: str | Path | None = None, *, crf: int = DEFAULT_CRF,
               audio: bool = True, batch: int | None = None, outputs: Sequence[str] = DEFAULT_OUTPUTS,

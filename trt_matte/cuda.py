@@ -1,5 +1,8 @@
 """The few CUDA runtime calls the GPU path needs, through cuda-python.
 
+The GPU stages reach these through their backend's ``cuda`` attribute, never by import,
+so the tests can hand them ``fake_cuda``, this module's twin on host memory.
+
 cuda-python (``cuda.bindings.runtime``) is used rather than PyCUDA: it ships wheels,
 needs no toolkit build, and shares the runtime API's primary context with DALI and
 TensorRT. Its calls never raise; each returns ``(error, *values)``, which ``check``
@@ -19,7 +22,7 @@ def runtime_api() -> Any:
     try:
         from cuda.bindings import runtime
     except ImportError:
-        raise MatteError("the GPU path needs cuda-python 13: pip install 'trt-matte[gpu]'") from None
+        raise MatteError("the GPU path needs cuda-bindings 13 (cuda-python): pip install 'trt-matte[gpu]'") from None
     return runtime
 
 
@@ -45,8 +48,19 @@ def gpu_count() -> int:
     return count if error == cudart.cudaError_t.cudaSuccess else 0
 
 
-def device_name_and_capability(device: int = 0) -> tuple[str, str]:
+def current_device() -> int:
+    """The device this thread's CUDA calls go to (0 unless set otherwise)."""
+    return check(runtime_api().cudaGetDevice(), "reading the current GPU")
+
+
+def dali_device_id() -> int:
+    """The device_id DALI pipelines run on: the GPU the engine runs on."""
+    return current_device()
+
+
+def device_name_and_capability(device: int | None = None) -> tuple[str, str]:
     cudart = runtime_api()
+    device = current_device() if device is None else device
     properties = check(cudart.cudaGetDeviceProperties(device), "reading the GPU's properties")
     name = properties.name.split(b"\0", 1)[0].decode()
     return name, f"{properties.major}.{properties.minor}"
@@ -68,6 +82,10 @@ class Stream:
         """Wait for the stream's work; nothing to wait for once closed."""
         if self.handle is not None:
             check(runtime_api().cudaStreamSynchronize(self.handle), "waiting for the GPU")
+
+    def wait(self, event: Event) -> None:
+        """Work queued on this stream from now on starts after ``event`` (no host wait)."""
+        check(runtime_api().cudaStreamWaitEvent(self.handle, event.handle, 0), "ordering two streams")
 
     def close(self) -> None:
         if self.handle is not None:
@@ -125,16 +143,3 @@ def copy_async(destination: int, source: int, nbytes: int, kind_name: str, strea
     kind = getattr(cudart.cudaMemcpyKind, kind_name)
     check(cudart.cudaMemcpyAsync(destination, source, nbytes, kind, stream.handle), "copying between host and GPU")
 
-
-def upload_batch(buffer: DeviceBuffer, rgb_batch: np.ndarray, frame_bytes: int, stream: Stream) -> int:
-    """Queue a host batch's copy into ``buffer`` on ``stream``; returns the buffer's address.
-
-    Queued on the engine's stream, the copy never overwrites a batch still being read;
-    from pageable memory it returns once the data is staged.
-    """
-    frames = np.ascontiguousarray(rgb_batch, dtype=np.uint8)
-    if frames.nbytes > buffer.nbytes:
-        raise ValueError(f"a batch of {frames.nbytes // frame_bytes} frames exceeds the input buffer "
-                         f"({buffer.nbytes // frame_bytes})")
-    copy_async(buffer.address, frames.ctypes.data, frames.nbytes, "cudaMemcpyHostToDevice", stream)
-    return buffer.address

@@ -33,10 +33,22 @@ BATCH_DIM = "batch"
 # int8: the network is already a Q/DQ graph from ``trt-matte calibrate`` and is wrapped as is.
 PRECISIONS = ("fp32", "fp16", "int8")
 # Bump when the recipe below changes, so cached graphs are rebuilt.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 # rembg guards the max division with 1e-6 on a 0..1 scale; we divide raw 0..255 values.
 MAX_GUARD = 1e-6
 RANGE_GUARD = 1e-12
+
+
+def frame_shape_dims(height: int, width: int) -> tuple[int, int, int]:
+    """The shape to give ``frame_shape`` for masks of ``height`` x ``width``: empty (its
+    first dimension is 0), so it holds no data. TensorRT still wants an address for it
+    (a binding takes at least one byte, even for an empty tensor)."""
+    return 0, height, width
+
+
+def frame_shape_input(height: int, width: int) -> np.ndarray:
+    """``frame_shape`` for ONNX Runtime on the host: an empty uint8 array of that shape."""
+    return np.zeros(frame_shape_dims(height, width), np.uint8)
 
 
 def load_network(model_path: Path) -> onnx.ModelProto:
@@ -121,10 +133,13 @@ def _upsize(source: str, target: str, opset: int) -> tuple[list[onnx.NodeProto],
 
     Only the shape of that input is read, never its data: a dynamic output size
     without shape-tensor inputs, which TensorRT and ONNX Runtime both handle.
+    ``frame_shape`` is [0,H,W], an empty tensor, so it costs no memory to feed.
     """
     constants = [
         _constant("upsize_keep_from", np.array([0], dtype=np.int64)),
         _constant("upsize_keep_to", np.array([2], dtype=np.int64)),
+        _constant("upsize_frame_from", np.array([1], dtype=np.int64)),
+        _constant("upsize_frame_to", np.array([3], dtype=np.int64)),
     ]
     # Opset 11 requires roi and scales (empty); from 13 they are omitted, and from 18 an
     # empty scales tensor beside sizes is an error.
@@ -138,7 +153,9 @@ def _upsize(source: str, target: str, opset: int) -> tuple[list[onnx.NodeProto],
                          ["upsize_batch_channel"]),
         # TensorRT takes uint8 inputs only into a Cast; the cast copy is H*W bytes, negligible.
         helper.make_node("Cast", [FRAME_SHAPE_NAME], ["upsize_frame_half"], to=TensorProto.FLOAT16),
-        helper.make_node("Shape", ["upsize_frame_half"], ["upsize_height_width"]),
+        helper.make_node("Shape", ["upsize_frame_half"], ["upsize_frame_dims"]),
+        helper.make_node("Slice", ["upsize_frame_dims", "upsize_frame_from", "upsize_frame_to"],
+                         ["upsize_height_width"]),
         helper.make_node("Concat", ["upsize_batch_channel", "upsize_height_width"], ["upsize_sizes"], axis=0),
         # Bicubic up; the upscale filter barely moves the matte (the downscale is what matters).
         helper.make_node("Resize", [source, unused, unused, "upsize_sizes"], [target],
@@ -186,9 +203,9 @@ def network_input_name(network: onnx.ModelProto) -> str:
 def build_matte_graph(network: onnx.ModelProto, upsize: bool = False) -> onnx.ModelProto:
     """Wrap a U²-Net network in the recipe; the result has a dynamic batch dimension.
 
-    With ``upsize`` the graph also takes ``frame_shape`` (uint8 [H,W], contents
-    unused) and returns masks resized to H x W, so a GPU engine hands back finished
-    mattes and no full-size resize runs on the host.
+    With ``upsize`` the graph also takes ``frame_shape`` (uint8 [0,H,W]: empty, only
+    its shape counts; see ``frame_shape_dims``) and returns masks resized to H x W, so a
+    GPU engine hands back finished mattes and no full-size resize runs on the host.
     """
     opset = default_opset(network)
     if opset < 11:
@@ -212,7 +229,8 @@ def build_matte_graph(network: onnx.ModelProto, upsize: bool = False) -> onnx.Mo
     inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [BATCH_DIM, MODEL_SIZE, MODEL_SIZE, 3])]
     mask_size = [MODEL_SIZE, MODEL_SIZE]
     if upsize:
-        inputs.append(helper.make_tensor_value_info(FRAME_SHAPE_NAME, TensorProto.UINT8, ["height", "width"]))
+        inputs.append(helper.make_tensor_value_info(FRAME_SHAPE_NAME, TensorProto.UINT8,
+                                                    ["frame_shape_empty", "height", "width"]))
         mask_size = ["height", "width"]
     wrapped = helper.make_graph(
         nodes, f"trt_matte_{graph.name or 'u2net'}", inputs,

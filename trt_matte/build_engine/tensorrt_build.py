@@ -2,7 +2,7 @@
 
 The network to build from is handed in: the model itself for FP16 (converted here), or
 the Q/DQ network of an INT8 calibration, which the caller looked up. The engine takes
-uint8 RGB [N,320,320,3] and a ``frame_shape`` [H,W] whose shape sets the output size,
+uint8 RGB [N,320,320,3] and an empty ``frame_shape`` [0,H,W] whose shape sets the output size,
 and returns uint8 mattes [N,H,W]: the smallest possible transfers on both sides.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..files import file_digest
 from ..models import MODEL_SIZE
 from ..tensorrt_api import build_serialized, import_tensorrt, tensorrt_version
 from .engine_cache import CachedEngine, EngineCache, EngineSpec, GpuIdentity
-from .matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, matte_graph_path
+from .matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, frame_shape_dims, matte_graph_path
 
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_FRAME_SIDE = 4096
@@ -27,7 +27,7 @@ MAX_FRAME_SIDE_LIMIT = 8192
 # Kernels are tuned for this frame size (clamped to the engine's limit): the common case.
 TUNED_FRAME = (1080, 1920)
 # Part of every engine's cache key: bump it when the build changes what a plan holds.
-BUILD_RECIPE = 2
+BUILD_RECIPE = 3
 DEFAULT_WORKSPACE = 4 << 30
 
 
@@ -62,7 +62,7 @@ def profile_shapes(spec: EngineSpec) -> dict[str, tuple[tuple[int, ...], tuple[i
     side = spec.max_frame_side
     tuned_frame = tuple(min(extent, side) for extent in TUNED_FRAME)
     return {INPUT_NAME: ((spec.min_batch, *rgb), (spec.opt_batch, *rgb), (spec.max_batch, *rgb)),
-            FRAME_SHAPE_NAME: ((1, 1), tuned_frame, (side, side))}
+            FRAME_SHAPE_NAME: (frame_shape_dims(1, 1), frame_shape_dims(*tuned_frame), frame_shape_dims(side, side))}
 
 
 def current_gpu() -> GpuIdentity:

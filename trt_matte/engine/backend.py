@@ -8,10 +8,19 @@ shares the same numerics. A backend is a context manager: leaving the block (or
 from __future__ import annotations
 
 import abc
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from ..errors import MatteError
+
+
+# TensorRT takes only 256-byte aligned tensor addresses (cudaMalloc's are).
+ALIGNMENT = 256
+# What device backends allocate for the empty frame_shape input: bindings want an
+# address with at least one byte behind it.
+EMPTY_TENSOR_BYTES = ALIGNMENT
 
 
 class Backend(abc.ABC):
@@ -26,6 +35,9 @@ class Backend(abc.ABC):
     precision: str = "fp32"
     # The largest frame side the backend can upsize to (a TensorRT engine's profile); None: any.
     max_frame_side: int | None = None
+    # Backends that take device batches: the CUDA adapter the GPU stages allocate and copy
+    # with (``trt_matte.cuda``, or its host twin ``trt_matte.fake_cuda`` in the tests).
+    cuda: ModuleType | None = None
 
     @abc.abstractmethod
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
@@ -47,3 +59,27 @@ class Backend(abc.ABC):
 
     def describe(self, model_label: str) -> str:
         return f"backend {self.name} on {self.device}, model {model_label}, {self.precision}"
+
+
+def upload_batch(cuda: ModuleType, buffer: Any, rgb_batch: np.ndarray, stream: Any) -> int:
+    """Queue a host batch's copy into the device ``buffer`` on ``stream``; returns the
+    buffer's address. Queued on the engine's stream, the copy never overwrites a batch
+    still being read; from pageable memory it returns once the data is staged."""
+    frames = np.ascontiguousarray(rgb_batch, dtype=np.uint8)
+    if frames.nbytes > buffer.nbytes:
+        raise ValueError(f"a batch of {len(frames)} frames ({frames.nbytes} bytes) exceeds the input buffer "
+                         f"({buffer.nbytes} bytes)")
+    cuda.copy_async(buffer.address, frames.ctypes.data, frames.nbytes, "cudaMemcpyHostToDevice", stream)
+    return buffer.address
+
+
+def aligned_input(cuda: ModuleType, address: int, nbytes: int, staging: Any, stream: Any) -> int:
+    """``address`` when it is ALIGNMENT-aligned, else the address of ``staging`` after a
+    device-to-device copy queued on ``stream``: DALI's batches are not promised to start
+    on a 256-byte boundary, and TensorRT refuses other addresses."""
+    if address % ALIGNMENT == 0:
+        return address
+    if nbytes > staging.nbytes:
+        raise ValueError(f"{nbytes} bytes exceed the staging buffer ({staging.nbytes} bytes)")
+    cuda.copy_async(staging.address, address, nbytes, "cudaMemcpyDeviceToDevice", stream)
+    return staging.address

@@ -12,44 +12,39 @@ from pathlib import Path
 
 import numpy as np
 
-from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, OUTPUT_NAME
-from ..cuda import DeviceBuffer, Stream, upload_batch
+from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, OUTPUT_NAME, frame_shape_dims
+from .. import cuda
+from ..cuda import DeviceBuffer, Stream
 from ..errors import MatteError
 from ..models import MODEL_RGB_BYTES, MODEL_SIZE
 from ..onnxruntime_sessions import CUDA_PROVIDER, open_session
+from .backend import EMPTY_TENSOR_BYTES, upload_batch
 from .onnxruntime_backend import OnnxRuntimeBackend
 
 
 class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
     takes_device_batches = True
+    cuda = cuda
 
     def __init__(self, graph_path: Path, upsize_graph_path: Path, threads: int | None = None):
         super().__init__(graph_path, device="cuda", threads=threads)
         self._upsizing = open_session(upsize_graph_path, [CUDA_PROVIDER], threads)
-        self._frame_shape: DeviceBuffer | None = None
-        with contextlib.ExitStack() as made:  # a failed allocation releases the stream
+        with contextlib.ExitStack() as made:  # a failed allocation releases what came before
             self.stream = made.enter_context(contextlib.closing(Stream()))
             self._input = made.enter_context(contextlib.closing(DeviceBuffer(self.preferred_batch * MODEL_RGB_BYTES)))
+            self._frame_shape = made.enter_context(contextlib.closing(DeviceBuffer(EMPTY_TENSOR_BYTES)))
             made.pop_all()
 
     def upload(self, rgb_batch: np.ndarray) -> int:
-        address = upload_batch(self._input, rgb_batch, MODEL_RGB_BYTES, self.stream)
+        address = upload_batch(cuda, self._input, rgb_batch, self.stream)
         self.stream.synchronize()  # ONNX Runtime reads on its own stream
         return address
-
-    def _frame_shape_buffer(self, height: int, width: int) -> int:
-        # Only the shape is read, but the binding needs memory of that size.
-        if self._frame_shape is None or self._frame_shape.nbytes < height * width:
-            if self._frame_shape is not None:
-                self._frame_shape.close()
-            self._frame_shape = DeviceBuffer(height * width)
-        return self._frame_shape.address
 
     def enqueue(self, rgb_address: int, batch: int, height: int, width: int, output_address: int) -> None:
         binding = self._upsizing.io_binding()
         binding.bind_input(INPUT_NAME, "cuda", 0, np.uint8, [batch, MODEL_SIZE, MODEL_SIZE, 3], rgb_address)
-        binding.bind_input(FRAME_SHAPE_NAME, "cuda", 0, np.uint8, [height, width],
-                           self._frame_shape_buffer(height, width))
+        binding.bind_input(FRAME_SHAPE_NAME, "cuda", 0, np.uint8, list(frame_shape_dims(height, width)),
+                           self._frame_shape.address)
         binding.bind_output(OUTPUT_NAME, "cuda", 0, np.uint8, [batch, height, width], output_address)
         try:
             self._upsizing.run_with_iobinding(binding)
@@ -60,6 +55,5 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
         """Free the device buffers and the stream; safe to call more than once."""
         self.stream.synchronize()
         for buffer in (self._input, self._frame_shape):
-            if buffer is not None:
-                buffer.close()
+            buffer.close()
         self.stream.close()

@@ -116,10 +116,11 @@ def rgb_correction(colorspace: int) -> np.ndarray | None:
     return _ycbcr_to_rgb(*kr_kb) @ np.linalg.inv(_ycbcr_to_rgb(*BT601_KR_KB))
 
 
-def nvdec_unsupported_reason(source: Path) -> str | None:
-    """Why DALI cannot decode ``source`` with NVDEC (None: it can), for a one-line
-    notice before falling back to the ffmpeg reader instead of failing inside DALI."""
-    return _unsupported_reason(_stream_format(source), device_id=0)
+def unsupported_reason(source: Path, device_id: int | None) -> str | None:
+    """Why DALI cannot decode ``source`` on ``device_id`` (NVDEC; None: its CPU decoder),
+    or None when it can: for a one-line notice before falling back to the ffmpeg reader
+    instead of failing inside DALI."""
+    return _unsupported_reason(_stream_format(source), device_id)
 
 
 def _unsupported_reason(found: _StreamFormat, device_id: int | None) -> str | None:
@@ -145,8 +146,9 @@ class DaliBatch:
 
     ``rgb`` is the whole padded batch, a dense contiguous uint8 [B,1,320,320,3] tensor
     (``TensorGPU`` on a GPU: hand ``rgb.data_ptr()`` to TensorRT). It is ready to read
-    when the batch is yielded (DALI ran host-synchronously) and stays valid while this
-    object is referenced.
+    when the batch is yielded (DALI ran host-synchronously), or, with the reader's
+    ``cuda_stream``, for work queued on that stream; it stays valid while this object is
+    referenced.
     """
 
     frames: int
@@ -163,7 +165,9 @@ class DaliFrameReader:
     """Every frame of ``source`` exactly once, in order, as 320x320 RGB batches.
 
     ``frame_count`` is the count probed from the container (``probe_video``); DALI's own
-    count must agree. ``device_id=None`` runs DALI on the CPU.
+    count must agree. ``device_id=None`` runs DALI on the CPU. With ``cuda_stream`` (a
+    GPU pipeline) each batch is handed over on that stream: work queued there after
+    ``batches`` yields sees the finished batch, and the host does not wait for it.
 
     Frames come out in display orientation, as ffmpeg's autorotation delivers them:
     DALI ignores the display matrix, so the pipeline turns the 320x320 frames by the
@@ -172,8 +176,10 @@ class DaliFrameReader:
     back reach IoU 0.54 against the upright frames' masks.
     """
 
-    def __init__(self, source: Path, frame_count: int, batch_size: int, device_id: int | None):
+    def __init__(self, source: Path, frame_count: int, batch_size: int, device_id: int | None,
+                 cuda_stream: int | None = None):
         self.source = Path(source)
+        self._run_arguments = () if cuda_stream is None else (cuda_stream,)
         self.frame_count = frame_count
         self.batch_size = batch_size
         self.frames_read = 0
@@ -205,8 +211,10 @@ class DaliFrameReader:
         return pipe
 
     def _run(self) -> tuple:
+        if self._pipe is None:
+            raise MatteError(f"{self.source}: the DALI reader was stopped")
         try:
-            return self._pipe.run()
+            return self._pipe.run(*self._run_arguments)
         except DALI_ERRORS as exc:
             raise dali_error(self.source, exc) from exc
 

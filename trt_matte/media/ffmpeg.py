@@ -65,6 +65,8 @@ class FfmpegProcess:
             raise MatteError(f"cannot start ffmpeg ({command[0]}): {exc.strerror}") from None
 
     def error_text(self) -> str:
+        if self._stderr.closed:
+            return "it was stopped"
         self._stderr.seek(0)
         lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
         return lines[-1] if lines else "no message"

@@ -36,21 +36,16 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ..cuda import DeviceBuffer, PinnedBuffer, copy_async
-from ..engine.backend import Backend
+from ..engine.backend import ALIGNMENT, Backend
 from ..media.dali_images import DaliStopped, ImageBatch, dali_can_take, image_batches
 from ..media.pictures import mask_at_size, write_matte
 from ..models import MODEL_RGB_BYTES
 from .image_jobs import ImageJob, OutputWriters, matte_jobs
-
-# TensorRT takes only 256-byte aligned tensor addresses (a DALI batch's 320x320 slices are:
-# MODEL_RGB_BYTES is a multiple of 256; masks of other sizes are not).
-ALIGNMENT = 256
-
 
 def matte_jobs_with_dali(jobs: list[ImageJob], backend: Backend, cutout: bool, failed: list[tuple[Path, str]],
                          writers: OutputWriters) -> None:
@@ -60,9 +55,10 @@ def matte_jobs_with_dali(jobs: list[ImageJob], backend: Backend, cutout: bool, f
     matte_jobs(for_pillow, backend, cutout, failed, writers)
     on_gpu = backend.takes_device_batches
     masks = _DeviceMasks(backend) if on_gpu else _HostMasks(backend)
+    device_id = backend.cuda.dali_device_id() if on_gpu else None
     try:
         while for_dali:
-            handed_over, suspects = _matte_until_stopped(for_dali, backend.preferred_batch, 0 if on_gpu else None,
+            handed_over, suspects = _matte_until_stopped(for_dali, backend.preferred_batch, device_id,
                                                          masks, cutout, writers)
             rest = for_dali[handed_over:]
             # The Pillow path writes what DALI could not decode, or reports why nothing can.
@@ -139,8 +135,9 @@ class _DeviceMasks:
 
     def __init__(self, backend: Backend):
         self._backend = backend
-        self._device: DeviceBuffer | None = None
-        self._host: PinnedBuffer | None = None
+        self._cuda = backend.cuda
+        self._device: Any = None  # cuda.DeviceBuffer
+        self._host: Any = None  # cuda.PinnedBuffer
 
     def __call__(self, batch: ImageBatch) -> list[Image.Image]:
         runs, nbytes = _runs(batch.sizes)
@@ -149,7 +146,7 @@ class _DeviceMasks:
             self._backend.enqueue(batch.rgb.data_ptr() + run.first * MODEL_RGB_BYTES, run.count, run.height, run.width,
                                   self._device.address + run.offset)
         stream = self._backend.stream
-        copy_async(self._host.address, self._device.address, nbytes, "cudaMemcpyDeviceToHost", stream)
+        self._cuda.copy_async(self._host.address, self._device.address, nbytes, "cudaMemcpyDeviceToHost", stream)
         stream.synchronize()
         return [Image.fromarray(mask.copy()) for run in runs for mask in _host_masks(self._host.array, run)]
 
@@ -157,8 +154,8 @@ class _DeviceMasks:
         """Grow the device and pinned buffers to ``nbytes``; a folder of one size allocates once."""
         if self._device is None or self._device.nbytes < nbytes:
             self.close()
-            self._device = DeviceBuffer(nbytes)
-            self._host = PinnedBuffer(nbytes)
+            self._device = self._cuda.DeviceBuffer(nbytes)
+            self._host = self._cuda.PinnedBuffer(nbytes)
 
     def close(self) -> None:
         for buffer in (self._device, self._host):

@@ -1,18 +1,22 @@
 """The GPU stages of the video pipeline.
 
     DALI (NVDEC decode, Lanczos3 + antialias resize to 320x320, on the GPU)
-      --device pointer--> engine (matte at the stored frame size, uint8, on the GPU)
-      --async copy on the engine's stream--> pinned host slot --writer thread--> ffmpeg
+      --device pointer, handed over on the engine's stream--> engine (matte at the
+      displayed frame size, uint8, on the GPU) --event--> copy stream: async copy to a
+      pinned host slot --event--> writer thread --> ffmpeg
 
 No full-size frame reaches the host and no resize runs on the CPU; only finished uint8
-mattes are copied out. The copy of batch k and ffmpeg's write of it overlap the
-inference of batch k+1. Files NVDEC cannot decode go through the ffmpeg reader instead
-(host frames uploaded to the engine), after a one-line notice.
+mattes are copied out. Nothing waits on the host between the stages: DALI returns each
+batch on the engine's stream, and the mask copy runs on a stream of its own after an
+event, so copying batch k overlaps inferring batch k+1, while ffmpeg writes batch k-1.
+Files NVDEC cannot decode go through the ffmpeg reader instead (host frames uploaded to
+the engine), after a one-line notice.
 
 Slots (a device buffer for the mattes, a pinned host buffer they are copied to, and the
 event that marks the copy done) circulate through an explicit free queue: inference
 takes one, the writer gives it back once the masks are handed on, so no slot is reused
-while the writer still reads it, whatever the queue depths.
+while the writer still reads it, whatever the queue depths. The CUDA calls go through
+``backend.cuda``: the real adapter, or in the tests its host twin.
 """
 from __future__ import annotations
 
@@ -24,11 +28,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..cuda import DeviceBuffer, Event, PinnedBuffer, copy_async
 from ..engine.backend import Backend
 from ..errors import MatteError
 from ..media.dali import dali_available
-from ..media.dali_video import DaliFrameReader, nvdec_unsupported_reason
+from ..media.dali_video import DaliFrameReader, unsupported_reason
 from ..media.frame_reader import FrameReader
 from ..media.probe import VideoInfo
 from .stages import QUEUE_DEPTH
@@ -40,9 +43,10 @@ SLOTS = QUEUE_DEPTH + 2
 
 @dataclass
 class _Slot:
-    device: DeviceBuffer
-    host: PinnedBuffer
-    copied: Event
+    device: Any  # cuda.DeviceBuffer: the engine's mattes
+    host: Any  # cuda.PinnedBuffer: their copy
+    computed: Any  # cuda.Event: the engine is through with the batch
+    copied: Any  # cuda.Event: the copy to ``host`` is done
 
 
 @dataclass
@@ -68,29 +72,33 @@ class DeviceStages:
         # Both readers deliver display-oriented frames; the engine upsizes to the displayed size.
         backend.check_frame_size(info.height, info.width)  # before DALI and the buffers are set up
         self._backend = backend
+        self._cuda = backend.cuda
         self._batch_size = batch_size
         self._width, self._height = info.width, info.height
         self._frame_bytes = self._width * self._height
         self._free: queue.Queue[_Slot | None] = queue.Queue()
         with contextlib.ExitStack() as made:  # what was made before a failure is released
-            self._reader = self._open_reader(source, info, batch_size, announce)
-            made.callback(self.stop)
+            self._copy_stream = made.enter_context(contextlib.closing(self._cuda.Stream()))
             batch_bytes = batch_size * self._frame_bytes
             for _ in range(SLOTS):
-                slot = _Slot(made.enter_context(contextlib.closing(DeviceBuffer(batch_bytes))),
-                             made.enter_context(contextlib.closing(PinnedBuffer(batch_bytes))),
-                             made.enter_context(contextlib.closing(Event())))
-                self._free.put(slot)
+                self._free.put(_Slot(*(made.enter_context(contextlib.closing(resource)) for resource in (
+                    self._cuda.DeviceBuffer(batch_bytes), self._cuda.PinnedBuffer(batch_bytes),
+                    self._cuda.Event(), self._cuda.Event()))))
+            self._reader = self._open_reader(source, info, batch_size, announce)
+            made.callback(self.stop)
             self._owned = made.pop_all()
 
-    @staticmethod
-    def _open_reader(source: Path, info: VideoInfo, batch_size: int,
+    def _open_reader(self, source: Path, info: VideoInfo, batch_size: int,
                      announce: Callable[[str], None]) -> DaliFrameReader | FrameReader:
+        device_id = self._cuda.dali_device_id()
         reason = None if dali_available() else "DALI is not installed"
-        reason = reason or nvdec_unsupported_reason(source)
+        # The fake device's DALI runs on the CPU, which takes VP9 but not H.264.
+        reason = reason or unsupported_reason(source, device_id)
         if reason is None:
+            # A GPU pipeline hands each batch over on the engine's stream: no host wait.
+            stream = None if device_id is None else self._backend.stream.address
             try:
-                return DaliFrameReader(source, info.frame_count, batch_size, device_id=0)
+                return DaliFrameReader(source, info.frame_count, batch_size, device_id, cuda_stream=stream)
             except MatteError as refused:  # NVDEC or DALI turned the stream down
                 reason = str(refused)
         announce(f"note: {reason}; decoding with ffmpeg on the CPU instead")
@@ -111,16 +119,21 @@ class DeviceStages:
         address = batch.device_address
         if address is None:
             address = self._backend.upload(batch.host_rgb)
+        engine_stream = self._backend.stream
         self._backend.enqueue(address, batch.frames, self._height, self._width, slot.device.address)
-        stream = self._backend.stream
-        copy_async(slot.host.address, slot.device.address, batch.frames * self._frame_bytes,
-                   "cudaMemcpyDeviceToHost", stream)
-        slot.copied.record(stream)
+        slot.computed.record(engine_stream)
+        # The copy waits for this batch's mattes on the GPU, not on the host, and leaves
+        # the engine's stream free for the next batch.
+        self._copy_stream.wait(slot.computed)
+        self._cuda.copy_async(slot.host.address, slot.device.address, batch.frames * self._frame_bytes,
+                              "cudaMemcpyDeviceToHost", self._copy_stream)
+        slot.copied.record(self._copy_stream)
         return _Computed(slot, batch.frames, batch.keepalive)
 
     def masks(self, computed: _Computed) -> np.ndarray:
         """The slot's masks, valid until ``done`` hands the slot back."""
         computed.slot.copied.synchronize()
+        computed.keepalive = None  # the engine read the DALI batch before the copy began
         mattes = computed.slot.host.array[:computed.frames * self._frame_bytes]
         return mattes.reshape(computed.frames, self._height, self._width)
 
@@ -139,6 +152,9 @@ class DeviceStages:
         self._free.put(None)  # wakes an inference waiting for a slot
 
     def release(self) -> None:
-        # The engine may still read a DALI batch or write a slot: wait for it first.
-        self._backend.stream.synchronize()
-        self._owned.close()
+        # Work still queued may read a DALI batch or write a slot: wait for it first.
+        try:
+            self._backend.stream.synchronize()
+            self._copy_stream.synchronize()
+        finally:
+            self._owned.close()

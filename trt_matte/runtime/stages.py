@@ -140,18 +140,33 @@ def run_overlapped(source: Iterable[Item], compute: Callable[[Item], Result], si
     # Each stage reports its end on an event: after a Thread.join() interrupted by a
     # signal, is_alive() can say False while the thread still runs (CPython).
     stage_ends = {name: threading.Event() for name in ("reader", "inference", "writer")}
-    for stage, (name, ended) in zip((read, compute_all, write), stage_ends.items()):
-        threading.Thread(target=guarded(stage, ended), name=f"trt-matte-{name}", daemon=True).start()
+    threads = [threading.Thread(target=guarded(stage, ended), name=f"trt-matte-{name}", daemon=True)
+               for stage, (name, ended) in zip((read, compute_all, write), stage_ends.items())]
     try:
+        for thread in threads:
+            thread.start()
         _supervise(stage_ends, failed, (reading, writing), STALL_SECONDS)
     except BaseException as exc:  # a stall, or Ctrl-C (which lands in this thread)
         errors.append(exc)
         failed.set()
+    for thread, ended in zip(threads, stage_ends.values()):
+        if thread.ident is None:
+            ended.set()  # never started (Ctrl-C during start-up): nothing to wait for
+    interrupted = False
     if failed.is_set():
-        stop()
-    stuck, interrupted = _wait_for_ends(stage_ends, JOIN_SECONDS)
+        try:
+            stop()
+        except KeyboardInterrupt:
+            interrupted = True  # held, like one during the wait below
+        except Exception as exc:  # noqa: BLE001 -- the first error is the one to report
+            errors.append(exc)
+    stuck, interrupted_waiting = _wait_for_ends(stage_ends, JOIN_SECONDS)
+    interrupted = interrupted or interrupted_waiting
     if not stuck:
-        release()
+        try:
+            release()
+        except Exception as exc:  # noqa: BLE001 -- reported after the error that ended the run
+            errors.append(exc)
     if interrupted and not errors:
         errors.append(KeyboardInterrupt())
     if stuck:

@@ -125,9 +125,10 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
     targets = output_paths(source, output, kinds)
     info = probed or probe_video(source)
     check_output_paths(source, targets)
+    smoother = MaskSmoother(smooth)  # checks the strength before any process or buffer exists
     with staged_outputs(targets) as staging:
         stages = _stages_for(source, info, backend, batch_size or backend.preferred_batch, announce)
-        _encode(source, staging.encoded, info, stages, progress, crf, background, MaskSmoother(smooth))
+        _encode(source, staging.encoded, info, stages, progress, crf, background, smoother)
         publish(staging, info, source if audio else None)
     return VideoResult(targets[kinds[0]], info.frame_count, info, targets)
 
