@@ -32,3 +32,20 @@ def test_fp16_graph_matches_fp32_on_real_frames(u2netp_path, cache_home, ffmpeg_
     types = {init.data_type for init in graph.graph.initializer if init.name.startswith("pre_")}
     assert types == {TensorProto.FLOAT}  # pre-processing stays FP32
     assert any(init.data_type == TensorProto.FLOAT16 for init in graph.graph.initializer)
+
+
+def test_resize_runs_in_fp16_with_its_roi_and_scales_in_float32(u2netp_path, cache_home):
+    """Upsampling cannot leave FP16's range, so Resize is not kept in FP32 behind casts;
+    its roi and scales stay float32, as the ONNX spec requires."""
+    graph = onnx.load(str(matte_graph_path(u2netp_path, cache_home, "fp16")))
+    onnx.checker.check_model(graph)
+    types = {value.name: value.type.tensor_type.elem_type
+             for value in [*graph.graph.value_info, *graph.graph.input, *graph.graph.output]}
+    types.update({init.name: init.data_type for init in graph.graph.initializer})
+    inferred = onnx.shape_inference.infer_shapes(graph)
+    types.update({value.name: value.type.tensor_type.elem_type for value in inferred.graph.value_info})
+    resizes = [node for node in graph.graph.node if node.op_type == "Resize" and not node.name.startswith("upsize")]
+    assert resizes
+    for node in resizes:
+        assert types[node.input[0]] == TensorProto.FLOAT16, node.name
+        assert all(types[name] == TensorProto.FLOAT for name in node.input[1:3] if name), node.name

@@ -766,3 +766,17 @@ def test_an_unexpected_error_is_one_line_naming_the_debug_switch(monkeypatch, ca
     monkeypatch.setenv("TRT_MATTE_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         cli.main(["video", str(assets["mp4"]), "-q", "--model", str(tiny_model)])
+
+
+def test_the_console_entry_point_returns_the_exit_status(monkeypatch, tmp_path, capsys):
+    from trt_matte import __main__, cli
+
+    monkeypatch.setattr(sys, "argv", ["trt-matte", str(tmp_path / "missing.mp4")])
+    assert __main__.run() == 1
+    assert "no such file" in capsys.readouterr().err
+
+    def interrupted(argv=None):
+        raise KeyboardInterrupt  # as Ctrl-C while the heavy modules still import
+
+    monkeypatch.setattr(cli, "main", interrupted)
+    assert __main__.run() == 130

@@ -33,7 +33,7 @@ BATCH_DIM = "batch"
 # int8: the network is already a Q/DQ graph from ``trt-matte calibrate`` and is wrapped as is.
 PRECISIONS = ("fp32", "fp16", "int8")
 # Bump when the recipe below changes, so cached graphs are rebuilt.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 # rembg guards the max division with 1e-6 on a 0..1 scale; we divide raw 0..255 values.
 MAX_GUARD = 1e-6
 RANGE_GUARD = 1e-12

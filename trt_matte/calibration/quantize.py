@@ -7,8 +7,8 @@ different activation types (measured on u2netp, 2-core x86 CPU with AVX-512 VNNI
   kernels are u8 x s8; the same graph with int8 activations ran at 0.85x FP32.
 - ``tensorrt``: int8 activations with zero point 0 (TensorRT takes only symmetric
   INT8 Q/DQ), int8 weights, float biases (TensorRT's DequantizeLinear takes no int32),
-  Q/DQ only in front of convolutions, and everything else in FP16 (``with_fp16_rest``;
-  onnxconverter-common keeps the Resizes FP32 behind casts, as in the FP16 graph).
+  Q/DQ only in front of convolutions, and everything else in FP16 (``with_fp16_rest``,
+  with the layers the FP16 graph keeps in FP32 kept there too: ``build_engine.fp16``).
 
 Weights are per output channel and symmetric in both. Only the network is quantized;
 the matte graph's pre- and post-processing stay FP32 around it. Convolutions whose

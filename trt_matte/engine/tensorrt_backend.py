@@ -13,7 +13,6 @@ import numpy as np
 
 from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, OUTPUT_NAME, frame_shape_dims
 from .. import cuda
-from ..cuda import DeviceBuffer, Stream, copy_async
 from ..models import MODEL_RGB_BYTES, MODEL_SIZE
 from ..tensorrt_api import ExecutionContext
 from .backend import EMPTY_TENSOR_BYTES, Backend, aligned_input, upload_batch
@@ -23,7 +22,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     device = "cuda"
     takes_device_batches = True
-    cuda = cuda
+    cuda = cuda  # the adapter all its device calls go through (the tests swap in fake_cuda)
 
     def __init__(self, engine_path: Path, max_batch: int, max_frame_side: int, batch: int | None = None):
         """``max_batch`` and ``max_frame_side`` are the engine's profile limits; ``batch``
@@ -34,19 +33,19 @@ class TensorRTBackend(Backend):
         with contextlib.ExitStack() as made:
             self._engine = made.enter_context(contextlib.closing(
                 ExecutionContext(engine_path, [INPUT_NAME, FRAME_SHAPE_NAME], [OUTPUT_NAME])))
-            self.stream = made.enter_context(contextlib.closing(Stream()))
-            self._input = made.enter_context(contextlib.closing(DeviceBuffer(max_batch * MODEL_RGB_BYTES)))
+            self.stream = made.enter_context(contextlib.closing(self.cuda.Stream()))
+            self._input = made.enter_context(contextlib.closing(self.cuda.DeviceBuffer(max_batch * MODEL_RGB_BYTES)))
             # frame_shape is empty, but TensorRT wants an address for every input (one byte at least).
-            self._frame_shape = made.enter_context(contextlib.closing(DeviceBuffer(EMPTY_TENSOR_BYTES)))
+            self._frame_shape = made.enter_context(contextlib.closing(self.cuda.DeviceBuffer(EMPTY_TENSOR_BYTES)))
             self._small_output = made.enter_context(contextlib.closing(
-                DeviceBuffer(max_batch * MODEL_SIZE * MODEL_SIZE)))
+                self.cuda.DeviceBuffer(max_batch * MODEL_SIZE * MODEL_SIZE)))
             self._owned = made.pop_all()
 
     def enqueue(self, rgb_address: int, batch: int, height: int, width: int, output_address: int) -> None:
         """Queue mattes for ``batch`` frames at ``rgb_address`` (uint8 [N,320,320,3] on the GPU)
         into ``output_address`` (uint8 [N,height,width]) on ``self.stream``; does not wait."""
         self.check_frame_size(height, width)
-        rgb_address = aligned_input(cuda, rgb_address, batch * MODEL_RGB_BYTES, self._input, self.stream)
+        rgb_address = aligned_input(self.cuda, rgb_address, batch * MODEL_RGB_BYTES, self._input, self.stream)
         self._engine.enqueue(
             {INPUT_NAME: (batch, MODEL_SIZE, MODEL_SIZE, 3), FRAME_SHAPE_NAME: frame_shape_dims(height, width)},
             {INPUT_NAME: rgb_address, FRAME_SHAPE_NAME: self._frame_shape.address, OUTPUT_NAME: output_address},
@@ -54,7 +53,7 @@ class TensorRTBackend(Backend):
 
     def upload(self, rgb_batch: np.ndarray) -> int:
         """Copy a host batch into the engine's input buffer; returns its device address."""
-        return upload_batch(cuda, self._input, rgb_batch, self.stream)
+        return upload_batch(self.cuda, self._input, rgb_batch, self.stream)
 
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
         """Host uint8 [N,320,320,3] in, host uint8 [N,320,320] masks out (the images path)."""
@@ -64,8 +63,8 @@ class TensorRTBackend(Backend):
                                    for start in range(0, batch, self.preferred_batch)])
         self.enqueue(self.upload(rgb_batch), batch, MODEL_SIZE, MODEL_SIZE, self._small_output.address)
         masks = np.empty((batch, MODEL_SIZE, MODEL_SIZE), np.uint8)
-        copy_async(masks.ctypes.data, self._small_output.address, masks.nbytes, "cudaMemcpyDeviceToHost",
-                   self.stream)
+        self.cuda.copy_async(masks.ctypes.data, self._small_output.address, masks.nbytes, "cudaMemcpyDeviceToHost",
+                             self.stream)
         self.stream.synchronize()
         return masks
 
