@@ -780,3 +780,78 @@ def test_the_console_entry_point_returns_the_exit_status(monkeypatch, tmp_path, 
 
     monkeypatch.setattr(cli, "main", interrupted)
     assert __main__.run() == 130
+
+
+def test_sigkill_mid_run_takes_the_ffmpeg_children_along_and_the_next_run_cleans_up(assets, ffmpeg_exe, tiny_model,
+                                                                                    tmp_path):
+    """A killed trt-matte (SIGKILL: no handler runs) leaves temporary files but no process:
+    the kernel stops its ffmpeg children, even ones that would never notice their pipes
+    closing (stopped here with SIGSTOP, as a hung read would leave them). The next run in
+    that folder removes the leftovers and says how many."""
+    from conftest import alive, child_processes
+
+    make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="640x360", frames=300)
+    args = [*CLI, "video", "clip.mp4", "-o", "out.mp4", "--model", str(tiny_model)]
+    process = subprocess.Popen(args, cwd=tmp_path, env=dict(os.environ), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    children: list[int] = []
+    try:
+        wait_for_child(process.pid, "pipe:0")  # the encoder runs: the temporary files exist
+        children = [pid for pid, command in child_processes(process.pid).items() if "ffmpeg" in command]
+        assert len(children) == 2, children
+        for pid in children:
+            os.kill(pid, signal.SIGSTOP)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.kill()
+        process.wait(10)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and any(alive(pid) for pid in children):
+            time.sleep(0.02)
+        assert not [pid for pid in children if alive(pid)], "ffmpeg children outlived a SIGKILLed trt-matte"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+        for pid in children:  # a failed run of this test leaves no stopped ffmpeg behind
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    leftovers = [name for name in os.listdir(tmp_path) if name.startswith(".")]
+    assert leftovers, "a SIGKILLed run leaves its temporary files (nothing ran to remove them)"
+    again = run_cli(video("clip.mp4", "-o", "out.mp4", "--model", str(tiny_model)), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"trt-matte: removed {len(leftovers)} temporary file" in again.stderr
+    assert sorted(os.listdir(tmp_path)) == ["clip.mp4", "out.mp4"]
+
+
+def test_ctrl_c_at_any_moment_exits_130_with_one_line_and_leaves_nothing(ffmpeg_exe, tiny_model, tmp_path):
+    """SIGINT at instants from interpreter start-up (imports) through the run to the last
+    rename: either the run ended first and every output is complete, or it exits 130 with
+    the one interrupted line and the folder holds only the source. A signal that lands
+    while the interpreter itself starts or shuts down (no Python code of ours runs then)
+    ends it by the signal, which the shell also reports as 130. Now and then a run that
+    printed its line also ends by the signal (seen about once in 50 here; the cause is
+    not established): the shell reports 130 for that too."""
+    make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="320x240", frames=60)
+    interrupted = 0
+    for delay in (0.05, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0, 1.3, 1.7):
+        for name in os.listdir(tmp_path):
+            if name != "clip.mp4":
+                shutil.rmtree(tmp_path / name)
+        process = subprocess.Popen([*CLI, "clip.mp4", "-o", "out", "--output", "matte,png", "-q", "--model",
+                                    str(tiny_model)], cwd=tmp_path, env=dict(os.environ), stderr=subprocess.PIPE,
+                                   text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert "Traceback" not in stderr, (delay, stderr)
+        if (tmp_path / "out").exists():  # the run ended before the signal
+            assert process.returncode in (0, -signal.SIGINT) and stderr == "", (delay, stderr)
+            assert frame_count(tmp_path / "out" / "clip.matte.mp4") == 60
+            assert len(list((tmp_path / "out" / "clip.png").glob("*.png"))) == 60
+            continue
+        interrupted += 1
+        assert os.listdir(tmp_path) == ["clip.mp4"], (delay, os.listdir(tmp_path))
+        # 130 either way for the shell (128 + SIGINT): an exit status, or death by the signal.
+        assert process.returncode in (130, -signal.SIGINT), delay
+        assert stderr in (INTERRUPTED + "\n", ""), (delay, stderr)
+    assert interrupted >= 5, "too few runs were interrupted to show anything: use a longer clip"

@@ -79,3 +79,33 @@ def test_file_digest_follows_the_content(tmp_path):
     time.sleep(0.01)
     atomic_write_bytes(path, b"second")
     assert file_digest(path) != first
+
+
+def test_stale_temporaries_of_this_host_are_removed_and_no_others(tmp_path):
+    import subprocess
+    import sys
+    from trt_matte.files import _boot, _host, _temporary_name, remove_stale_temporaries
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = _temporary_name(tmp_path / "live.mp4", "partial")  # this very process: running
+    names = {
+        "dead": f".clip.trtm-{_host()}-{_boot()}-{dead.pid}-0123abcd.partial.mp4",
+        "dead-folder": f".clip.trtm-{_host()}-{_boot()}-{dead.pid}-4567abcd.partial.png",
+        "rebooted": f".clip.trtm-{_host()}-{'f' * 8 if _boot() != 'f' * 8 else 'e' * 8}-{os.getpid()}-89abcdef"
+                    ".scratch.mkv",
+        "other-host": f".clip.trtm-{_host()}x-{_boot()}-{dead.pid}-0123abcd.partial.mp4",
+        "running": mine.name,
+        "user-file": ".clip.mp4",
+    }
+    for key, name in names.items():
+        if key == "dead-folder":
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "000001.png").write_bytes(b"png")
+        else:
+            (tmp_path / name).write_bytes(b"half")
+    notes: list[str] = []
+    assert remove_stale_temporaries([tmp_path, tmp_path], notes.append) == 3
+    assert sorted(os.listdir(tmp_path)) == sorted(names[key] for key in ("other-host", "running", "user-file"))
+    assert notes == ["removed 3 temporary files left by an interrupted run"]
+    assert remove_stale_temporaries([tmp_path], notes.append) == 0 and len(notes) == 1

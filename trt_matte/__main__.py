@@ -1,14 +1,18 @@
+import signal
 import sys
+
+from .errors import INTERRUPTED_LINE
 
 
 def run() -> int:
-    """Console entry point: Ctrl-C while the heavy modules load still exits quietly."""
+    """Console entry point: Ctrl-C while the heavy modules load exits as it does later."""
     try:
         from .cli import main
 
         return main()
     except KeyboardInterrupt:
-        return 130
+        print(INTERRUPTED_LINE, file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

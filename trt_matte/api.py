@@ -214,7 +214,8 @@ class Matter:
                cutout: bool = False, overwrite: bool = False) -> ImagesReport:
         """A mask (or RGBA cutout) PNG per image in ``folder`` (default output ``<folder>.masks``)."""
         return process_images(Path(folder), None if output is None else Path(output), self.backend,
-                              recursive=recursive, cutout=cutout, overwrite=overwrite, progress=self.progress)
+                              recursive=recursive, cutout=cutout, overwrite=overwrite, progress=self.progress,
+                              announce=self.announce)
 
     def mask(self, image: Image.Image | np.ndarray) -> np.ndarray:
         """The uint8 mask (HxW, 0..255) of one picture: PIL image, or uint8 array HxW, HxWx3 or HxWx4."""

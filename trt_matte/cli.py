@@ -23,7 +23,7 @@ from .api import BACKEND_CHOICES, DEVICE_CHOICES, PRECISION_CHOICES, Matter, bui
 from .build_engine.matte_graph import PRECISIONS
 from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE, MAX_FRAME_SIDE_LIMIT
 from .calibration.calibrate import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
-from .errors import MatteError
+from .errors import INTERRUPTED_LINE, MatteError
 from .media.outputs import DEFAULT_CRF, parse_background, parse_outputs
 from .media.probe import probe_video
 from .models import DEFAULT_MODEL, MODELS
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trt-matte: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as interrupt:
-        print("trt-matte: interrupted; no output was left behind", file=sys.stderr)
+        print(INTERRUPTED_LINE, file=sys.stderr)
         return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:  # the promise is one line, never a traceback
         if os.environ.get("TRT_MATTE_DEBUG"):

@@ -1,5 +1,9 @@
-"""The one exception type the command line turns into a one-line message."""
+"""The one exception type the command line turns into a one-line message, and the line
+it prints when interrupted."""
 
 
 class MatteError(Exception):
     """A failure the user can act on: bad input, missing model, unusable device."""
+
+# What the command line prints when Ctrl-C or SIGTERM ends a run.
+INTERRUPTED_LINE = "trt-matte: interrupted; no output was left behind"

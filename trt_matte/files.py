@@ -1,22 +1,91 @@
-"""Output files that appear complete or not at all."""
+"""Output files that appear complete or not at all.
+
+Every temporary name carries its owner: ``.<stem>.trtm-<host>-<boot>-<pid>-<random>.<tag><suffix>``
+(host name, the first 8 hex digits of the kernel's boot id, process id). A process
+killed outright (SIGKILL, the OOM killer, a power cut) cannot remove its temporary
+files; ``remove_stale_temporaries`` lets a later run in the same folder remove those
+whose owner on this host is gone, and never another host's (folders may be shared by a
+cluster).
+"""
 from __future__ import annotations
 
 import contextlib
 import functools
 import hashlib
 import os
+import re
 import secrets
 import shutil
+import socket
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .errors import MatteError
+
+TEMPORARY_TAGS = ("partial", "scratch", "previous")
+_OWNED = re.compile(r"^\..*\.trtm-(?P<host>[A-Za-z0-9-]+)-(?P<boot>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}"
+                    r"\.(?:" + "|".join(TEMPORARY_TAGS) + r")(?:\.[^.]*)?$")
+
+
+@functools.cache
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()).strip("-")[:48] or "host"
+
+
+@functools.cache
+def _boot() -> str:
+    """This boot's id (Linux); elsewhere a constant, so only the process id tells owners apart."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:8]
+    except OSError:
+        return "0" * 8
 
 
 def _temporary_name(final_path: Path, tag: str) -> Path:
     # Hidden, unique, in the destination folder (the final rename never crosses
     # devices) and ending in the real suffix (ffmpeg picks the muxer from it).
-    return final_path.with_name(f".{final_path.stem}.{secrets.token_hex(4)}.{tag}{final_path.suffix}")
+    owner = f"trtm-{_host()}-{_boot()}-{os.getpid()}-{secrets.token_hex(4)}"
+    return final_path.with_name(f".{final_path.stem}.{owner}.{tag}{final_path.suffix}")
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_stale_temporaries(folders: Iterable[Path], announce: Callable[[str], None]) -> int:
+    """Remove the temporary files and folders in ``folders`` that runs on this host left
+    when they were killed (the process is gone, or the machine rebooted since), say how
+    many, and return that count. Other hosts' and running processes' are left alone."""
+    removed = sum(_remove_stale_in(Path(folder)) for folder in set(folders))
+    if removed:
+        announce(f"removed {removed} temporary file{'s' if removed > 1 else ''} left by an interrupted run")
+    return removed
+
+
+def _remove_stale_in(folder: Path) -> int:
+    removed = 0
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        found = _OWNED.match(entry.name)
+        if found is None or found["host"] != _host():
+            continue
+        if found["boot"] == _boot() and not _process_gone(int(found["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            _remove_file(entry)
+        removed += not entry.exists()
+    return removed
 
 
 def _missing_folders(folder: Path) -> list[Path]:

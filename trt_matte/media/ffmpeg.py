@@ -2,13 +2,17 @@
 exit checked."""
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from ..errors import MatteError
 
@@ -44,6 +48,29 @@ def local_path(path: Path) -> str:
     return os.path.abspath(path)
 
 
+# prctl's option that sends the child a signal when the thread that started it exits.
+PR_SET_PDEATHSIG = 1
+
+
+@lru_cache(maxsize=1)
+def _prctl() -> Callable[..., int] | None:
+    return ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What an ffmpeg child runs before exec so the kernel kills it when trt-matte dies,
+    however it dies (SIGKILL, the OOM killer): Linux's parent-death signal. None elsewhere."""
+    prctl, parent = _prctl(), os.getpid()  # looked up here: the child only calls it
+    if prctl is None:
+        return None
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+    return arm
+
+
 class FfmpegProcess:
     def __init__(self, args: list[str], purpose: str, *, pipe_stdin: bool = False,
                  pipe_stdout: bool = False):
@@ -57,8 +84,11 @@ class FfmpegProcess:
                 stdin=subprocess.PIPE if pipe_stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if pipe_stdout else subprocess.DEVNULL,
                 stderr=self._stderr,
-                # Own session: Ctrl-C reaches only us, and we stop ffmpeg ourselves.
-                start_new_session=True,
+                # Own session: Ctrl-C reaches only us, and we stop ffmpeg ourselves; and
+                # if we die without stopping it, the kernel does. (The signal follows the
+                # thread that starts ffmpeg: the pipelines start it from the calling thread,
+                # which lives until the run ends.)
+                start_new_session=True, preexec_fn=_die_with_parent(),
             )
         except OSError as exc:
             self._stderr.close()

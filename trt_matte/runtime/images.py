@@ -10,11 +10,13 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
 from ..engine.backend import Backend
 from ..errors import MatteError
+from ..files import remove_stale_temporaries
 from ..media.dali import dali_available
 from ..media.pictures import IMAGE_SUFFIXES, default_output_dir, find_images
 from .image_jobs import ImageJob, OutputWriters, matte_jobs, report_failure
@@ -37,7 +39,8 @@ class _Plan:
 
 
 def process_images(input_dir: Path, output_dir: Path | None, backend: Backend, *, recursive: bool = False,
-                   cutout: bool = False, overwrite: bool = False, progress: bool = True) -> ImagesReport:
+                   cutout: bool = False, overwrite: bool = False, progress: bool = True,
+                   announce: Callable[[str], None] = lambda message: None) -> ImagesReport:
     """Write a mask (or, with ``cutout``, an RGBA cutout) PNG for every image in ``input_dir``.
 
     Outputs are named ``<stem>.png`` in ``output_dir`` (default: ``<input_dir>.masks`` beside
@@ -63,6 +66,7 @@ def process_images(input_dir: Path, output_dir: Path | None, backend: Backend, *
         raise MatteError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) {scope} {input_dir}")
     _ensure_writable(output_dir)
     plan = _plan_outputs(sources, input_dir, output_dir, overwrite)
+    remove_stale_temporaries({output_dir, *(job.target.parent for job in plan.jobs)}, announce)
     failed = list(plan.failed)
     with tqdm(total=len(sources), unit="img", disable=not progress) as bar:
         for path, reason in plan.failed:

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..engine.backend import Backend
+from ..files import remove_stale_temporaries
 from ..media.encoder import MatteEncoder
 from ..media.frame_reader import FrameReader
 from ..media.outputs import (DEFAULT_CRF, DEFAULT_OUTPUTS, Background, check_output_paths, output_paths,
@@ -125,6 +126,7 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
     targets = output_paths(source, output, kinds)
     info = probed or probe_video(source)
     check_output_paths(source, targets)
+    remove_stale_temporaries((target.parent for target in targets.values()), announce)
     smoother = MaskSmoother(smooth)  # checks the strength before any process or buffer exists
     with staged_outputs(targets) as staging:
         stages = _stages_for(source, info, backend, batch_size or backend.preferred_batch, announce)
