@@ -250,10 +250,12 @@ def pytest_collection_modifyitems(config, items):
 def with_display_rotation(ffmpeg: str, source: Path, target: Path, degrees: int, mirrored: bool = False) -> Path:
     """A copy of ``source`` whose display matrix turns it ``degrees`` counter-clockwise
     (and, if ``mirrored``, flips it), as phones store portrait and selfie clips: same
-    packets, only the metadata differs."""
+    packets, only the metadata differs. Written by the bundled ffmpeg whatever ``ffmpeg``
+    is: -display_rotation came with ffmpeg 6, and 5.1 has no way to write a flip."""
+    import imageio_ffmpeg
     flip = ["-display_hflip"] if mirrored else []
-    subprocess.run([ffmpeg, "-v", "error", "-display_rotation", str(degrees), *flip, "-i", str(source),
-                    "-c", "copy", str(target)], check=True)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-display_rotation", str(degrees), *flip,
+                    "-i", str(source), "-c", "copy", str(target)], check=True)
     return target
 
 

@@ -74,7 +74,8 @@ def test_int8_matte_of_a_held_out_clip_matches_fp32(u2netp_path, carphone_path, 
     for target, window in ((first, "0:60"), (second, "60:120")):
         start, end = window.split(":")
         subprocess.run([ffmpeg_exe, "-v", "error", "-i", str(carphone_path), "-vf",
-                        f"select='between(n,{start},{int(end) - 1})',setpts=N/25/TB", "-c:v", "libx264",
+                        f"select='between(n,{start},{int(end) - 1})',setpts=N/25/TB", "-fps_mode", "passthrough",
+                        "-c:v", "libx264",
                         "-crf", "12", str(target)], check=True)
     model = ["--model", str(u2netp_path)]
     done = _cli("calibrate", str(first), "--frames", "24", "--quiet", *model)
