@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -321,6 +322,13 @@ def _(folder, assets):
 def _(folder, assets):
     onnx_with_input_shape(folder / "wrong.onnx", [1, 3, 224, 224])
     return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "--model", "wrong.onnx")
+
+
+@case("model-three-output-channels", mentions="trt-matte needs [N,1,320,320]")
+def _(folder, assets):
+    # Right input, but a 3-channel output: [1,3,320,320] in and out.
+    onnx_with_input_shape(folder / "rgb.onnx", [1, 3, 320, 320])
+    return video(put(folder, "clip.mp4", assets["mp4"].read_bytes()), "--model", "rgb.onnx")
 
 
 @case("model-path-missing", mentions="absent.onnx")
@@ -703,24 +711,33 @@ def test_build_without_tensorrt_is_one_line_before_any_download(tmp_path):
     assert not (Path(os.environ["TRT_MATTE_HOME"]) / "models").exists()  # no download was started
 
 
-def test_build_passes_its_limits_and_force_to_the_engine_builder(monkeypatch, capsys, tiny_model):
-    """Without a GPU the builder cannot run: the CLI's wiring is checked at the API's edge."""
+def test_build_passes_its_limits_overwrite_and_force_to_the_engine_builder(monkeypatch, capsys, tiny_model):
+    """Without a GPU the builder cannot run: the CLI's wiring is checked at the API's edge.
+    --overwrite builds again; --force only accepts an INT8 calibration below the gate."""
     from trt_matte import api, cli
     from trt_matte.build_engine.engine_cache import CachedEngine, GpuIdentity
 
-    calls = []
+    calls, gates = [], []
 
     def ensure_engine(request, cache_dir, *, rebuild=False, announce=None):
         calls.append((request, rebuild))
         return CachedEngine(Path("engine.plan"), {}, fresh=False), type("Spec", (), {"gpu": GpuIdentity("GPU", "9.0")})
 
+    def network_for(model_path, cache_dir, precision, flavour, *, model_label=None, accept_below_gate=False):
+        gates.append(accept_below_gate)
+        return model_path
+
     monkeypatch.setattr(api, "require_tensorrt_gpu", lambda: None)
     monkeypatch.setattr(api, "ensure_engine", ensure_engine)
+    monkeypatch.setattr(api, "network_for", network_for)
     assert cli.main(["build", "--model", str(tiny_model), "--max-size", "8192", "--max-batch", "4"]) == 0
-    assert cli.main(["build", "--model", str(tiny_model), "--force", "-q"]) == 0
-    (first, first_rebuild), (second, second_rebuild) = calls
+    assert cli.main(["build", "--model", str(tiny_model), "--overwrite", "-q"]) == 0
+    assert cli.main(["build", "--model", str(tiny_model), "--precision", "int8", "--force", "-q"]) == 0
+    (first, first_rebuild), (second, second_rebuild), (third, third_rebuild) = calls
     assert (first.max_frame_side, first.max_batch, first.precision, first_rebuild) == (8192, 4, "fp16", False)
     assert (second.max_frame_side, second.max_batch, second_rebuild) == (4096, 16, True)
+    assert (third.precision, third_rebuild) == ("int8", False)
+    assert gates == [False, False, True]
     assert first.network_path == tiny_model
     assert "already built" in capsys.readouterr().err
 
@@ -762,7 +779,11 @@ def test_an_unexpected_error_is_one_line_naming_the_debug_switch(monkeypatch, ca
     monkeypatch.delenv("TRT_MATTE_DEBUG", raising=False)
     assert cli.main(["video", str(assets["mp4"]), "-q", "--model", str(tiny_model)]) == 1
     err = capsys.readouterr().err
-    assert err == "trt-matte: error: unexpected ZeroDivisionError: a bug (run with TRT_MATTE_DEBUG=1 for details)\n"
+    found = re.fullmatch(r"trt-matte: error: unexpected ZeroDivisionError: a bug \(traceback in (.+\.log)\)\n", err)
+    assert found, err
+    log = Path(found.group(1))
+    assert log.parent == Path(os.environ["TRT_MATTE_HOME"]) / "logs"
+    assert "Traceback" in log.read_text() and "broken_video" in log.read_text()
     monkeypatch.setenv("TRT_MATTE_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         cli.main(["video", str(assets["mp4"]), "-q", "--model", str(tiny_model)])
@@ -837,7 +858,7 @@ def test_ctrl_c_at_any_moment_exits_130_with_one_line_and_leaves_nothing(ffmpeg_
         for name in os.listdir(tmp_path):
             if name != "clip.mp4":
                 shutil.rmtree(tmp_path / name)
-        process = subprocess.Popen([*CLI, "clip.mp4", "-o", "out", "--output", "matte,png", "-q", "--model",
+        process = subprocess.Popen([*CLI, "clip.mp4", "-o", "out", "--format", "matte,png", "-q", "--model",
                                     str(tiny_model)], cwd=tmp_path, env=dict(os.environ), stderr=subprocess.PIPE,
                                    text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         time.sleep(delay)
@@ -855,3 +876,70 @@ def test_ctrl_c_at_any_moment_exits_130_with_one_line_and_leaves_nothing(ffmpeg_
         assert process.returncode in (130, -signal.SIGINT), delay
         assert stderr in (INTERRUPTED + "\n", ""), (delay, stderr)
     assert interrupted >= 5, "too few runs were interrupted to show anything: use a longer clip"
+
+
+def test_images_checks_its_folder_before_loading_a_model_and_says_how_to_redo(assets, tiny_model, tmp_path):
+    # A model that does not exist would fail to load: the folder error must come first.
+    assert_one_line_error(run_cli(images("photos", "--model", "absent.onnx"), cwd=tmp_path), "photos")
+    (tmp_path / "photos").mkdir()
+    assert_one_line_error(run_cli(images("photos", "--model", "absent.onnx"), cwd=tmp_path), "no images")
+    shutil.copy(assets["png"], tmp_path / "photos" / "a.png")
+    first = run_cli(images("photos", "--model", str(tiny_model)), cwd=tmp_path)
+    assert first.returncode == 0 and stderr_lines(first)[-1] == "trt-matte: 1 written, 0 already there, 0 failed"
+    again = run_cli(images("photos", "--model", str(tiny_model)), cwd=tmp_path)
+    assert again.returncode == 0
+    assert stderr_lines(again)[-1] == ("trt-matte: 0 written, 1 already there (--overwrite makes them again), "
+                                       "0 failed")
+
+
+def test_existing_video_outputs_are_kept_unless_overwrite(assets, tiny_model, tmp_path):
+    shutil.copy(assets["mp4"], tmp_path / "clip.mp4")
+    (tmp_path / "clip.matte.mp4").write_bytes(b"an earlier matte")
+    # All there: one note, exit 0, and no model is even loaded (this one does not exist).
+    kept = run_cli(video("clip.mp4", "--model", "absent.onnx"), cwd=tmp_path)
+    assert kept.returncode == 0, kept.stderr
+    assert stderr_lines(kept) == [f"trt-matte: kept {Path('clip.matte.mp4')}: it exists already "
+                                  "(--overwrite replaces it)"]
+    assert (tmp_path / "clip.matte.mp4").read_bytes() == b"an earlier matte"
+    # Some there: those are kept, the others written.
+    partly = run_cli(video("clip.mp4", "--format", "matte,prores", "--model", str(tiny_model)), cwd=tmp_path)
+    assert partly.returncode == 0, partly.stderr
+    assert "kept" in stderr_lines(partly)[1] and "clip.matte.mp4" in stderr_lines(partly)[1]
+    assert (tmp_path / "clip.matte.mp4").read_bytes() == b"an earlier matte"
+    assert frame_count(tmp_path / "clip.alpha.mov") == CLIP_FRAMES
+    replaced = run_cli(video("clip.mp4", "--overwrite", "-q", "--model", str(tiny_model)), cwd=tmp_path)
+    assert replaced.returncode == 0, replaced.stderr
+    assert frame_count(tmp_path / "clip.matte.mp4") == CLIP_FRAMES
+
+
+def test_calibrate_reuses_a_calibration_unless_overwrite(ffmpeg_exe, tiny_conv_model, tmp_path):
+    make_clip(ffmpeg_exe, tmp_path / "clip.mp4", frames=10)
+    args = ["calibrate", "clip.mp4", "--frames", "8", "--model", str(tiny_conv_model)]
+    assert run_cli(args, cwd=tmp_path).returncode == 0
+    again = run_cli(args, cwd=tmp_path)
+    assert "reusing that calibration (--overwrite calibrates again)" in again.stderr
+    redone = run_cli([*args, "--overwrite"], cwd=tmp_path)
+    assert redone.returncode == 0 and "reusing" not in redone.stderr and "checking both graphs" in redone.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 kB filesystem (tmpfs), unmounted afterwards; skipped where mounting is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("formats, target", [("matte", "out.mp4"), ("png", "out")])
+def test_a_full_disk_is_named_with_the_space_left_and_leaves_nothing(ffmpeg_exe, tiny_model, small_disk, tmp_path,
+                                                                      formats, target):
+    make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="640x360", frames=60)
+    result = run_cli(video("clip.mp4", "--format", formats, "-o", str(small_disk / target), "-q", "--model",
+                           str(tiny_model)), cwd=tmp_path)
+    line = assert_one_line_error(result, f"the disk holding {small_disk} is full")
+    assert re.search(r"full: [\d.]+ (bytes|kB) free there, after writing [\d.]+ (bytes|kB|MB)", line), line
+    assert os.listdir(small_disk) == []

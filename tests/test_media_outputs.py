@@ -262,7 +262,7 @@ def test_failure_mid_run_leaves_nothing_and_keeps_previous_outputs(ffmpeg_exe, t
     (tmp_path / "clip.png" / "000001.png").write_bytes(b"previous frame")
     before = sorted(os.listdir(tmp_path))
     with pytest.raises(MatteError, match="simulated"):
-        matte_video(source, None, ExplodingBackend(tiny_backend), progress=False, outputs=ALL_KINDS)
+        matte_video(source, None, ExplodingBackend(tiny_backend), progress=False, outputs=ALL_KINDS, overwrite=True)
     assert sorted(os.listdir(tmp_path)) == before
     assert (tmp_path / "clip.alpha.mov").read_bytes() == b"previous result"
     assert os.listdir(tmp_path / "clip.png") == ["000001.png"]
@@ -273,8 +273,8 @@ def test_failure_mid_run_leaves_nothing_and_keeps_previous_outputs(ffmpeg_exe, t
                     outputs=["green", "png"])
     assert sorted(os.listdir(tmp_path)) == before
 
-    # Success replaces them, folder included.
-    matte_video(source, None, tiny_backend, progress=False, outputs=["prores", "png"])
+    # Success replaces them (when asked to), folder included.
+    matte_video(source, None, tiny_backend, progress=False, outputs=["prores", "png"], overwrite=True)
     assert len(read_sequence(tmp_path / "clip.png")) == 20
     assert len(decode_alpha(ffmpeg_exe, tmp_path / "clip.alpha.mov")) == 20
     assert leftovers(tmp_path) == []
@@ -286,7 +286,7 @@ def test_output_and_background_options():
     assert parse_background(None, ["matte"]) is None
     assert parse_background(None, ["green"]) == Background(colour="0x00FF00")
     assert parse_background("#00ff00", ["green"]) == Background(colour="0x00FF00")
-    for values, message in [(["matte,gif"], "unknown output 'gif'"), (["out.mp4"], "with -o")]:
+    for values, message in [(["matte,gif"], "unknown --format 'gif'"), (["out.mp4"], "with -o")]:
         with pytest.raises(MatteError, match=message):
             parse_outputs(values)
     for value, message in [("#12345", "#RRGGBB"), ("#GG0000", "#RRGGBB"), ("no-such.png", "no such file")]:
@@ -316,9 +316,9 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_cli_takes_outputs_comma_separated_and_repeated(ffmpeg_exe, tiny_model, tmp_path):
+def test_cli_takes_formats_comma_separated_and_repeated(ffmpeg_exe, tiny_model, tmp_path):
     make_clip(ffmpeg_exe, tmp_path / "IN.mp4", frames=8)
-    result = run_cli(["video", "IN.mp4", "--output", "png", "--output", "webm,prores", "-o", "out", "-q",
+    result = run_cli(["video", "IN.mp4", "--format", "png", "--format", "webm,prores", "--output", "out", "-q",
                       "--model", str(tiny_model)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
@@ -331,12 +331,24 @@ def test_cli_takes_outputs_comma_separated_and_repeated(ffmpeg_exe, tiny_model, 
 def test_cli_bad_background_fails_first_with_one_line(ffmpeg_exe, tmp_path):
     """Before probing the input or loading a model (both absent here), nothing made."""
     (tmp_path / "notes.txt").write_text("not a picture\n")
-    for args, mentions in [(["--output", "green", "--background", "notes.txt"], "notes.txt"),
-                           (["--output", "green,png", "--background", "#12"], "#RRGGBB"),
-                           (["--output", "matte", "--background", "blue"], "green only"),
-                           (["--output", "out.mp4"], "-o")]:
+    for args, mentions in [(["--format", "green", "--background", "notes.txt"], "notes.txt"),
+                           (["--format", "green,png", "--background", "#12"], "#RRGGBB"),
+                           (["--format", "matte", "--background", "blue"], "green only"),
+                           (["--format", "out.mp4"], "-o")]:
         result = run_cli(["video", "missing.mp4", *args, "--model", "absent.onnx"], cwd=tmp_path)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1, result.stderr
         assert lines[0].startswith("trt-matte: error:") and mentions in lines[0], lines[0]
         assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+def test_the_old_output_kind_spelling_still_works_with_a_note(ffmpeg_exe, tiny_model, tmp_path):
+    """Before 0.2 ``--output`` named the kinds; a value made only of kinds is still read so."""
+    make_clip(ffmpeg_exe, tmp_path / "IN.mp4", frames=4)
+    result = run_cli(["video", "IN.mp4", "--output", "prores", "--model", str(tiny_model)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "trt-matte: note: --output prores is now written --format prores" in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["IN.alpha.mov", "IN.mp4"]
+    result = run_cli(["video", "IN.mp4", "--output", "mine.mp4", "-q", "--model", str(tiny_model)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(packet_times(tmp_path / "mine.mp4")) == 4  # any other value is where the matte goes

@@ -42,7 +42,7 @@ def test_an_elementary_stream_without_timestamps_is_timed_by_the_rate(ffmpeg_exe
 
 @pytest.mark.parametrize("make, message", [
     (lambda folder, ffmpeg: folder / "missing.mp4", "no such file"),
-    (lambda folder, ffmpeg: folder, "is a directory"),
+    (lambda folder, ffmpeg: folder, "is a folder, not a video; for a folder of pictures: trt-matte images"),
     (lambda folder, ffmpeg: _write(folder / "notes.mp4", b"not a video" * 50), "not a readable video"),
     (lambda folder, ffmpeg: _still(ffmpeg, folder / "still.png"), "still image"),
     (lambda folder, ffmpeg: _tone(ffmpeg, folder / "tone.m4a"), "no video stream"),

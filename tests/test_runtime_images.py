@@ -265,3 +265,13 @@ def test_unwritable_output_dir_is_an_error(tmp_path, tiny_backend):
     with pytest.raises(MatteError, match=f"cannot write to output directory {blocker / 'masks'}: Not a directory"):
         process_images(photos, blocker / "masks", tiny_backend, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["blocker", "photos"]
+
+
+def test_a_folder_named_like_an_image_is_reported_not_ignored(tmp_path, tiny_backend, synthetic_frames, capsys):
+    photos = tmp_path / "photos"
+    (photos / "holiday.jpg").mkdir(parents=True)
+    Image.fromarray(synthetic_frames[0]).save(photos / "a.png")
+    report = process_images(photos, tmp_path / "out", tiny_backend, progress=False)
+    assert report.processed == 1
+    assert report.failed == [(photos / "holiday.jpg", "a folder named like an image, not an image")]
+    assert f"skipped {photos / 'holiday.jpg'}: a folder named like an image" in capsys.readouterr().err

@@ -102,9 +102,13 @@ def test_existing_output_is_replaced_only_on_success(ffmpeg_exe, tiny_backend, t
     target = tmp_path / "out.mp4"
     target.write_bytes(b"previous result")
     with pytest.raises(MatteError):
-        matte_video(source, target, ExplodingBackend(tiny_backend), progress=False)
+        matte_video(source, target, ExplodingBackend(tiny_backend), progress=False, overwrite=True)
     assert target.read_bytes() == b"previous result"
-    matte_video(source, target, tiny_backend, progress=False)
+    notes: list[str] = []
+    kept = matte_video(source, target, tiny_backend, progress=False, announce=notes.append)
+    assert (kept.frames, kept.outputs, kept.kept) == (0, {}, {"matte": target}) and len(notes) == 1
+    assert target.read_bytes() == b"previous result"
+    matte_video(source, target, tiny_backend, progress=False, overwrite=True)
     assert len(decode_gray(ffmpeg_exe, target)) == 8
 
 

@@ -150,17 +150,17 @@ def _open_tensorrt(request: BackendRequest) -> Backend:
 
 
 def build(model: str | Path | None = None, *, precision: str = "fp16", max_batch: int = DEFAULT_MAX_BATCH,
-          max_frame_side: int = DEFAULT_MAX_FRAME_SIDE, rebuild: bool = False, accept_below_gate: bool = False,
+          max_frame_side: int = DEFAULT_MAX_FRAME_SIDE, overwrite: bool = False, accept_below_gate: bool = False,
           progress: bool = False, announce: Callable[[str], None] = lambda message: None
           ) -> tuple[CachedEngine, EngineSpec, str]:
     """The TensorRT engine for ``model`` on this GPU, built unless a cached one fits (or
-    ``rebuild``): (the cached engine, its spec, the model's label)."""
+    ``overwrite``): (the cached engine, its spec, the model's label)."""
     require_tensorrt_gpu()  # before a model download that would be wasted
     resolved = resolve_model(None if model is None else str(model), progress=progress)
     network = network_for(resolved.path, cache_dir(), precision, "tensorrt", model_label=resolved.label,
                           accept_below_gate=accept_below_gate)
     cached, spec = ensure_engine(BuildRequest(network, precision, max_batch, max_frame_side), cache_dir(),
-                                 rebuild=rebuild, announce=announce)
+                                 rebuild=overwrite, announce=announce)
     return cached, spec, resolved.label
 
 
@@ -203,12 +203,14 @@ class Matter:
 
     def video(self, source: str | Path, output: str | Path | None = None, *, crf: int = DEFAULT_CRF,
               audio: bool = True, batch: int | None = None, outputs: Sequence[str] = DEFAULT_OUTPUTS,
-              background: str | None = None, smooth: int = 0, probed: VideoInfo | None = None) -> VideoResult:
+              background: str | None = None, smooth: int = 0, probed: VideoInfo | None = None,
+              overwrite: bool = False) -> VideoResult:
         """Write the matte of a video (default ``<stem>.matte.mp4`` beside it) and/or the other
-        ``outputs`` (green, prores, webm, png); see ``runtime.video.matte_video``."""
+        ``outputs`` (green, prores, webm, png); outputs that exist are kept unless
+        ``overwrite``. See ``runtime.video.matte_video``."""
         return matte_video(Path(source), None if output is None else Path(output), self.backend, batch_size=batch,
                            progress=self.progress, crf=crf, audio=audio, outputs=outputs, background=background,
-                           smooth=smooth, probed=probed, announce=self.announce)
+                           smooth=smooth, probed=probed, overwrite=overwrite, announce=self.announce)
 
     def images(self, folder: str | Path, output: str | Path | None = None, *, recursive: bool = False,
                cutout: bool = False, overwrite: bool = False) -> ImagesReport:
@@ -247,10 +249,11 @@ def _image_from_array(pixels: np.ndarray) -> Image.Image:
 
 
 def calibrate(inputs: Sequence[str | Path], *, model: str | Path | None = None, frames: int = DEFAULT_FRAMES,
-              seed: int = 0, progress: bool = False,
+              seed: int = 0, overwrite: bool = False, progress: bool = False,
               announce: Callable[[str], None] = lambda message: None) -> CalibrationReport:
     """Quantize the model to INT8 on frames sampled from ``inputs`` (videos, images, folders)
-    and check it against FP32; ``precision="int8"`` then uses the result."""
+    and check it against FP32; ``precision="int8"`` then uses the result. The same frames
+    calibrated before reuse that calibration unless ``overwrite``."""
     resolved = resolve_model(None if model is None else str(model), progress=progress)
     return calibrate_model(resolved.path, resolved.label, [Path(source) for source in inputs], cache_dir(),
-                           frames=frames, seed=seed, progress=progress, announce=announce)
+                           frames=frames, seed=seed, overwrite=overwrite, progress=progress, announce=announce)

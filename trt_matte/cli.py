@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Iterator
 
@@ -24,9 +26,12 @@ from .build_engine.matte_graph import PRECISIONS
 from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE, MAX_FRAME_SIDE_LIMIT
 from .calibration.calibrate import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
 from .errors import INTERRUPTED_LINE, MatteError
-from .media.outputs import DEFAULT_CRF, parse_background, parse_outputs
+from .files import disk_full_error
+from .media.outputs import (DEFAULT_CRF, check_output_paths, existing_outputs, is_format_list, kept_note,
+                            output_paths, parse_background, parse_outputs)
 from .media.probe import probe_video
-from .models import DEFAULT_MODEL, MODELS
+from .models import DEFAULT_MODEL, MODELS, cache_dir
+from .runtime.images import find_inputs
 from .runtime.smoothing import DEFAULT_STRENGTH, MAX_STRENGTH
 
 COMMANDS = ("build", "video", "images", "calibrate")
@@ -54,6 +59,21 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
 
 
+class _OutputOrFormat(argparse.Action):
+    """``-o/--output OUT``: where the outputs go. ``--output KIND[,KIND]``, the spelling of
+    ``--format`` before version 0.2, still works: a value made only of output kinds is
+    taken as formats, and a note says so."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: str,
+                 option_string: str | None = None) -> None:
+        if option_string == "--output" and is_format_list(value):
+            namespace.kinds = [*(namespace.kinds or []), value]
+            namespace.notes = [*getattr(namespace, "notes", []),
+                               f"note: --output {value} is now written --format {value}"]
+        else:
+            namespace.output = Path(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trt-matte",
@@ -73,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                        default=DEFAULT_MAX_FRAME_SIDE,
                        metavar="PIXELS", help=f"largest frame side, up to {MAX_FRAME_SIDE_LIMIT} "
                                               f"(default: {DEFAULT_MAX_FRAME_SIDE})")
+    build.add_argument("--overwrite", action="store_true", help="build again even when a cached engine fits")
     build.add_argument("--force", action="store_true",
-                       help=f"rebuild even when a cached engine fits; with int8, also accept a calibration "
-                            f"whose IoU against FP32 is below {GATE_IOU}")
+                       help=f"with int8, accept a calibration whose IoU against FP32 is below {GATE_IOU}")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress or status lines")
 
     calibrate = commands.add_parser(
@@ -88,17 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 f"held back to check accuracy (default: {DEFAULT_FRAMES})")
     calibrate.add_argument("--seed", type=argparse_addons.Integer(0, 2**32 - 1), default=0, metavar="S",
                            help="which frames are drawn; the same seed gives the same graph (default: 0)")
+    calibrate.add_argument("--overwrite", action="store_true",
+                           help="calibrate again when these frames were calibrated before (default: reuse)")
     calibrate.add_argument("--model", metavar="NAME|PATH",
                            help=f"one of {', '.join(MODELS)} (default {DEFAULT_MODEL}), or a rembg U²-Net .onnx file")
     calibrate.add_argument("-q", "--quiet", action="store_true", help="no progress bars; the report is still printed")
 
     video = commands.add_parser("video", help="write the matte of a video (default: IN.matte.mp4 beside it)")
     video.add_argument("input", type=Path, metavar="IN", help="the source video")
-    # Two options: -o says where the files go, --output what is written.
-    video.add_argument("-o", dest="output", type=Path, metavar="OUT",
-                       help="output file (one --output kind), or a folder for <stem>.<kind> files "
+    # -o/--output says where the files go (as for images), --format what is written.
+    video.add_argument("-o", "--output", dest="output", action=_OutputOrFormat, metavar="OUT",
+                       help="output file (one --format), or a folder for <stem>.<kind> files "
                             "(default: beside IN)")
-    video.add_argument("--output", dest="kinds", action="append", metavar="KIND[,KIND...]",
+    video.add_argument("--format", dest="kinds", action="append", metavar="KIND[,KIND...]",
                        help="what to write, several allowed: matte (IN.matte.mp4), green (IN.green.mp4, "
                             "the source over --background), prores (IN.alpha.mov, ProRes 4444 + alpha), "
                             "webm (IN.alpha.webm, VP9 + alpha), png (IN.png/000001.png..., RGBA); "
@@ -109,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--crf", type=argparse_addons.Integer(0, 51), default=DEFAULT_CRF,
                        help=f"x264 quality of the matte and green outputs, lower is closer (default: {DEFAULT_CRF})")
     video.add_argument("--no-audio", action="store_true", help="leave the source's audio out of the outputs")
+    video.add_argument("--overwrite", action="store_true",
+                       help="replace outputs that already exist (default: keep them and say so)")
     video.add_argument("--smooth", type=argparse_addons.Integer(0, MAX_STRENGTH), default=0, metavar="K",
                        help=f"temporal smoothing against flicker: a centred, motion-gated median over 2K+1 frames "
                             f"({DEFAULT_STRENGTH} recommended; default 0, off)")
@@ -147,30 +171,39 @@ def _matter(args: argparse.Namespace) -> Matter:
 
 def _run_build(args: argparse.Namespace) -> int:
     cached, spec, label = build(args.model, precision=args.precision, max_batch=args.max_batch,
-                                max_frame_side=args.max_size, rebuild=args.force, accept_below_gate=args.force,
+                                max_frame_side=args.max_size, overwrite=args.overwrite, accept_below_gate=args.force,
                                 progress=not args.quiet, announce=lambda line: _status(args, line))
     if not cached.fresh:
-        _status(args, f"already built for {label} on {spec.gpu.name}: {cached.path} (--force rebuilds)")
+        _status(args, f"already built for {label} on {spec.gpu.name}: {cached.path} (--overwrite builds again)")
     return 0
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    report = calibrate(args.inputs, model=args.model, frames=args.frames, seed=args.seed, progress=not args.quiet,
-                       announce=lambda line: _status(args, line))
+    report = calibrate(args.inputs, model=args.model, frames=args.frames, seed=args.seed, overwrite=args.overwrite,
+                       progress=not args.quiet, announce=lambda line: _status(args, line))
     for line in report.lines():
         print(line)
     return 0
 
 
 def _run_video(args: argparse.Namespace) -> int:
+    for note in getattr(args, "notes", []):
+        _status(args, note)
     # Bad options and a bad input fail before any model work.
     kinds = parse_outputs(args.kinds)
     background = parse_background(args.background, kinds)
+    targets = output_paths(args.input, args.output, kinds)
+    check_output_paths(args.input, targets)
+    if existing_outputs(targets, args.overwrite) == targets:  # nothing to do: no model to load
+        for path in targets.values():
+            _status(args, kept_note(path))
+        return 0
     probed = probe_video(args.input)
     with _matter(args) as matter:
         started = time.monotonic()
         result = matter.video(args.input, args.output, crf=args.crf, audio=not args.no_audio, batch=args.batch,
-                              outputs=kinds, background=background, smooth=args.smooth, probed=probed)
+                              outputs=kinds, background=background, smooth=args.smooth, probed=probed,
+                              overwrite=args.overwrite)
     seconds = time.monotonic() - started
     written = ", ".join(str(path) for path in result.outputs.values())
     _status(args, f"wrote {written} ({result.frames} frames, {result.frames / seconds:.1f} frames/s)")
@@ -178,10 +211,12 @@ def _run_video(args: argparse.Namespace) -> int:
 
 
 def _run_images(args: argparse.Namespace) -> int:
+    find_inputs(args.input, args.output, args.recursive)  # a bad folder fails before the model loads
     with _matter(args) as matter:
         report = matter.images(args.input, args.output, recursive=args.recursive, cutout=args.cutout,
                                overwrite=args.overwrite)
-    _status(args, f"{report.processed} written, {report.skipped} already there, {len(report.failed)} failed")
+    redo = " (--overwrite makes them again)" if report.skipped else ""
+    _status(args, f"{report.processed} written, {report.skipped} already there{redo}, {len(report.failed)} failed")
     return EXIT_FAILED if report.failed else 0
 
 
@@ -218,11 +253,25 @@ def main(argv: list[str] | None = None) -> int:
         print(INTERRUPTED_LINE, file=sys.stderr)
         return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:  # the promise is one line, never a traceback
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # a full disk, wherever it struck
+            print(f"trt-matte: error: {disk_full_error([Path(exc.filename or '.')])}", file=sys.stderr)
+            return EXIT_FAILED
         if os.environ.get("TRT_MATTE_DEBUG"):
             raise
-        print(f"trt-matte: error: unexpected {type(exc).__name__}: {exc} "
-              "(run with TRT_MATTE_DEBUG=1 for details)", file=sys.stderr)
+        print(f"trt-matte: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"({_traceback_note(exc)})", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _traceback_note(error: BaseException) -> str:
+    """Where the full traceback of an unexpected error went: a log file in the cache."""
+    log = cache_dir() / "logs" / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(traceback.format_exception(error)))
+    except OSError:
+        return "run with TRT_MATTE_DEBUG=1 for the traceback"
+    return f"traceback in {log}"
 
 
 if __name__ == "__main__":

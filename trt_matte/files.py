@@ -10,6 +10,7 @@ cluster).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import os
@@ -23,6 +24,8 @@ from typing import Callable, Iterable, Iterator
 from .errors import MatteError
 
 TEMPORARY_TAGS = ("partial", "scratch", "previous")
+# How ffmpeg and the C library say ENOSPC.
+NO_SPACE = os.strerror(errno.ENOSPC)
 _OWNED = re.compile(r"^\..*\.trtm-(?P<host>[A-Za-z0-9-]+)-(?P<boot>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}"
                     r"\.(?:" + "|".join(TEMPORARY_TAGS) + r")(?:\.[^.]*)?$")
 
@@ -214,3 +217,34 @@ def _digest_of_version(path: str, size: int, modified_ns: int) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _bytes_under(path: Path) -> int:
+    if path.is_dir():
+        return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def disk_full_error(written_paths: Iterable[Path]) -> MatteError:
+    """A one-line MatteError for a full disk: the folder, the space left there, and how
+    many bytes the run had written to ``written_paths`` (files or folders) by then."""
+    paths = [Path(path) for path in written_paths]
+    folder = paths[0].parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = 0
+    written = sum(_bytes_under(path) for path in paths)
+    return MatteError(f"the disk holding {folder} is full: {_size(free)} free there, after writing {_size(written)} "
+                      "of this run's output; free some space and run it again")
+
+
+def _size(count: int) -> str:
+    if count < 1000:
+        return f"{count} bytes"
+    scaled = float(count)
+    for unit in ("kB", "MB", "GB"):
+        scaled /= 1000
+        if scaled < 1000 or unit == "GB":
+            break
+    return f"{scaled:.1f} {unit}"

@@ -68,6 +68,13 @@ def load_network(model_path: Path) -> onnx.ModelProto:
     if len(dims) != 4 or dims[1] != 3 or dims[2:] != [MODEL_SIZE, MODEL_SIZE]:
         raise MatteError(f"{model_path}: input {inputs[0].name} has shape {dims}, "
                          f"expected [N,3,{MODEL_SIZE},{MODEL_SIZE}] (a rembg U²-Net model)")
+    head = graph.output[0]
+    head_dims = [d.dim_value or d.dim_param for d in head.type.tensor_type.shape.dim]
+    # Exporters may leave a dimension unnamed (0 here); only a known wrong size is refused.
+    if len(head_dims) != 4 or any(isinstance(size, int) and size not in (0, wanted)
+                                  for size, wanted in zip(head_dims[1:], (1, MODEL_SIZE, MODEL_SIZE))):
+        raise MatteError(f"{model_path}: its first output {head.name} has shape {head_dims}; trt-matte needs "
+                         f"[N,1,{MODEL_SIZE},{MODEL_SIZE}], one mask channel (a rembg U²-Net model)")
     return model
 
 

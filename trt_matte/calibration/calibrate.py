@@ -44,7 +44,7 @@ def _check_accuracy(model_path: Path, networks: dict[str, Path], held_back: np.n
 
 
 def calibrate(model_path: Path, model_label: str, inputs: Sequence[Path], cache_dir: Path, *,
-              frames: int = DEFAULT_FRAMES, seed: int = 0, progress: bool = False,
+              frames: int = DEFAULT_FRAMES, seed: int = 0, overwrite: bool = False, progress: bool = False,
               announce: Callable[[str], None] = lambda message: None) -> CalibrationReport:
     """Sample, quantize, check and store; the same inputs, seed and model give the same bytes."""
     import onnxruntime
@@ -56,8 +56,8 @@ def calibrate(model_path: Path, model_label: str, inputs: Sequence[Path], cache_
     sample = sample_frames([Path(source) for source in inputs], frames, seed, progress=progress, announce=announce)
     frames_digest = sample.digest()
     target = model_folder(model_path, cache_dir) / f"{frames_digest[:16]}-{METHOD}-r{RECIPE}"
-    if is_complete(target):
-        announce("these frames were calibrated before; reusing that calibration")
+    if is_complete(target) and not overwrite:
+        announce("these frames were calibrated before; reusing that calibration (--overwrite calibrates again)")
         return make_current(target)
     calibration_inputs = NetworkInputs(sample.calibration)
     announce(f"measuring how each convolution takes 8 bits ({min(SENSITIVITY_FRAMES, len(calibration_inputs))} frames)")

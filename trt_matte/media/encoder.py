@@ -9,6 +9,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import MatteError
+from ..files import NO_SPACE, disk_full_error
 from ..models import MODEL_SIZE
 from .ffmpeg import FfmpegProcess
 from .outputs import DEFAULT_CRF, MATTE, Background, encoder_arguments, encoding_purpose
@@ -32,6 +33,7 @@ class MatteEncoder:
     def __init__(self, targets: Path | Mapping[str, Path], info: VideoInfo, crf: int = DEFAULT_CRF,
                  full_size: bool = False, *, source: Path | None = None, background: Background | None = None):
         destinations = {MATTE: Path(targets)} if isinstance(targets, (str, os.PathLike)) else dict(targets)
+        self._destinations = destinations
         mask_size = f"{info.width}x{info.height}" if full_size else MASK_SIZE
         self._purpose = encoding_purpose(destinations)
         self._ffmpeg = FfmpegProcess(
@@ -44,11 +46,20 @@ class MatteEncoder:
         try:
             self._ffmpeg.process.stdin.write(np.ascontiguousarray(masks).reshape(-1).data)
         except (BrokenPipeError, OSError):
-            raise MatteError(f"ffmpeg stopped while {self._purpose}: {self._ffmpeg.error_text()}") from None
+            raise self._failure(f"ffmpeg stopped while {self._purpose}: {self._ffmpeg.error_text()}") from None
         self.frames_written += len(masks)
 
     def finish(self) -> None:
-        self._ffmpeg.finish()
+        try:
+            self._ffmpeg.finish()
+        except MatteError as failed:
+            raise self._failure(str(failed)) from None
+
+    def _failure(self, message: str) -> MatteError:
+        """The error to report: a full disk named as such (folder, space left, bytes written)."""
+        if any(NO_SPACE in line for line in self._ffmpeg.error_lines()):
+            return disk_full_error(self._destinations.values())
+        return MatteError(message)
 
     def kill(self) -> None:
         self._ffmpeg.kill()

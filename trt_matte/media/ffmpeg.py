@@ -48,6 +48,8 @@ def local_path(path: Path) -> str:
     return os.path.abspath(path)
 
 
+# ffmpeg's note that it folded repeats of the line before: never the cause itself.
+REPEATED = re.compile(r"^Last message repeated \d+ times?$")
 # prctl's option that sends the child a signal when the thread that started it exits.
 PR_SET_PDEATHSIG = 1
 
@@ -94,11 +96,18 @@ class FfmpegProcess:
             self._stderr.close()
             raise MatteError(f"cannot start ffmpeg ({command[0]}): {exc.strerror}") from None
 
+    def error_lines(self) -> list[str]:
+        """What ffmpeg said on stderr, without its "Last message repeated" bookkeeping."""
+        if self._stderr.closed:
+            return []
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode("utf-8", "replace").splitlines()
+        return [line.strip() for line in lines if line.strip() and not REPEATED.match(line.strip())]
+
     def error_text(self) -> str:
         if self._stderr.closed:
             return "it was stopped"
-        self._stderr.seek(0)
-        lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+        lines = self.error_lines()
         return lines[-1] if lines else "no message"
 
     def finish(self) -> None:

@@ -19,7 +19,7 @@ import av
 
 from ..errors import MatteError
 from .ffmpeg import local_path
-from .probe import VideoInfo
+from .probe import VideoInfo, open_container
 
 QUICKTIME_SUFFIXES = (".mp4", ".m4v", ".mov")
 FALLBACK_AUDIO_CODEC = "aac"
@@ -103,11 +103,11 @@ def _audio_streams(audio_from: Path, output: av.container.OutputContainer,
                   readers: list[av.container.InputContainer]) -> list[Iterator[tuple[Fraction, av.Packet]]]:
     """One packet iterator per audio stream, each on a demuxer of its own so the
     streams can be read in step with the matte."""
-    with av.open(local_path(audio_from)) as probe:
+    with open_container(audio_from) as probe:
         audio_count = len(probe.streams.audio)
     iterators = []
     for position in range(audio_count):
-        readers.append(av.open(local_path(audio_from)))
+        readers.append(open_container(audio_from))
         stream = readers[-1].streams.audio[position]
         copyable = _container_takes(output.format.name, stream)
         iterators.append((_copied_audio if copyable else _reencoded_audio)(stream, readers[-1], output))
@@ -136,7 +136,7 @@ def write_container(encoded: Path, target: Path, info: VideoInfo, audio_from: Pa
     """Mux the encoded matte (and the audio of ``audio_from``, if given) into ``target``."""
     readers: list[av.container.InputContainer] = []
     try:
-        with av.open(local_path(encoded)) as matte, \
+        with open_container(encoded) as matte, \
                 av.open(local_path(target), "w", options=_container_options(target, info)) as output:
             same_family = encoded.suffix.lower() in QUICKTIME_SUFFIXES and target.suffix.lower() in QUICKTIME_SUFFIXES
             streams = [_stamped_matte(matte, output, info, keep_codec_tag=same_family)]

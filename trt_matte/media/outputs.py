@@ -22,6 +22,7 @@ adds the source's audio, as for the matte.
 from __future__ import annotations
 
 import contextlib
+import errno
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Iterable, Iterator, Mapping
 import av
 
 from ..errors import MatteError
-from ..files import atomic_folder, atomic_output, scratch_path
+from ..files import atomic_folder, atomic_output, disk_full_error, scratch_path
 from .ffmpeg import local_path
 from .probe import STILL_IMAGE_DEMUXER, VideoInfo, decoded_format, open_container
 from .mux import QUICKTIME_SUFFIXES, write_container
@@ -75,6 +76,12 @@ DELIVERABLES = {
 # what the user asked for
 
 
+def is_format_list(value: str) -> bool:
+    """Whether ``value`` names output kinds only (``matte,prores``), rather than a path."""
+    words = [word.strip().lower() for word in value.split(",")]
+    return all(words) and all(word in DELIVERABLES for word in words)
+
+
 def parse_outputs(values: Iterable[str] | None) -> tuple[str, ...]:
     """``["matte,prores", "png"]`` -> ``("matte", "prores", "png")``, in order, once each."""
     kinds: list[str] = []
@@ -82,7 +89,7 @@ def parse_outputs(values: Iterable[str] | None) -> tuple[str, ...]:
         for word in (part.strip().lower() for part in value.split(",")):
             if word and word not in DELIVERABLES:
                 hint = "; name the output file or folder with -o" if re.search(r"[./\\]", word) else ""
-                raise MatteError(f"unknown output {word!r}: choose from {', '.join(DELIVERABLES)}{hint}")
+                raise MatteError(f"unknown --format {word!r}: choose from {', '.join(DELIVERABLES)}{hint}")
             if word and word not in kinds:
                 kinds.append(word)
     return tuple(kinds) or DEFAULT_OUTPUTS
@@ -107,7 +114,7 @@ def parse_background(value: str | None, kinds: Iterable[str]) -> Background | No
     or an image or video file (checked here, so a bad one fails before any work)."""
     if GREEN not in kinds:
         if value is not None:
-            raise MatteError("--background applies to --output green only")
+            raise MatteError("--background applies to --format green only")
         return None
     if value is None:
         return DEFAULT_BACKGROUND
@@ -155,6 +162,15 @@ def output_paths(source: Path, output: Path | None, kinds: tuple[str, ...]) -> d
             raise MatteError(f"-o {output} names one file, but {len(kinds)} outputs were asked for "
                              f"({', '.join(kinds)}): give a folder")
     return {kind: output / default_path(source, kind).name for kind in kinds}
+
+
+def existing_outputs(targets: Mapping[str, Path], overwrite: bool) -> dict[str, Path]:
+    """The targets that exist and are to be kept (none with ``overwrite``)."""
+    return {} if overwrite else {kind: path for kind, path in targets.items() if path.exists()}
+
+
+def kept_note(path: Path) -> str:
+    return f"kept {path}: it exists already (--overwrite replaces it)"
 
 
 def check_output_paths(source: Path, targets: Mapping[str, Path]) -> None:
@@ -354,7 +370,12 @@ def publish(staging: Staging, info: VideoInfo, audio_from: Path | None) -> None:
     """Stamp every encoded video with the source's frame times (plus audio) and check
     the PNG sequence; the renames follow when ``staged_outputs`` closes."""
     for kind, partial in staging.partial.items():
-        write_container(staging.encoded[kind], partial, info, audio_from)
+        try:
+            write_container(staging.encoded[kind], partial, info, audio_from)
+        except OSError as exc:  # PyAV's errors are OSErrors with the C library's errno
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise disk_full_error([*staging.encoded.values(), *staging.partial.values()]) from None
     if PNG in staging.encoded:
         _finish_sequence(staging.encoded[PNG], info)
 

@@ -7,6 +7,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -38,15 +39,27 @@ def default_output_dir(input_dir: Path) -> Path:
 
 def find_images(input_dir: Path, output_dir: Path, recursive: bool) -> list[Path]:
     """Image files in sorted order (folder by folder), never looking inside ``output_dir``."""
+    return [Path(folder, name) for folder, _, files in _walk(input_dir, output_dir, recursive)
+            for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+
+
+def folders_named_like_images(input_dir: Path, output_dir: Path, recursive: bool) -> list[Path]:
+    """Folders whose names end like an image's (``x.jpg/``): reported, since a user who
+    sees the name expects a mask for it."""
+    return [Path(folder, name) for folder, folders, _ in _walk(input_dir, output_dir, recursive, every_folder=True)
+            for name in folders if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _walk(input_dir: Path, output_dir: Path, recursive: bool,
+          every_folder: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk in sorted order, into sub-folders only when ``recursive`` and never into
+    ``output_dir``; with ``every_folder`` each listing names all sub-folders."""
     output_resolved = output_dir.resolve()
-    found: list[Path] = []
     for folder, subfolders, filenames in os.walk(input_dir, onerror=_unreadable_folder):
+        listed = sorted(subfolders)
         # os.walk descends into what is left in the list, in its order.
-        subfolders[:] = sorted(name for name in subfolders
-                               if recursive and Path(folder, name).resolve() != output_resolved)
-        found.extend(Path(folder, name) for name in sorted(filenames)
-                     if Path(name).suffix.lower() in IMAGE_SUFFIXES)
-    return found
+        subfolders[:] = [name for name in listed if recursive and Path(folder, name).resolve() != output_resolved]
+        yield folder, (listed if every_folder else subfolders), sorted(filenames)
 
 
 def _unreadable_folder(error: OSError) -> None:

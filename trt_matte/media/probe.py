@@ -38,7 +38,7 @@ def open_container(path: Path) -> av.container.InputContainer:
     if not path.exists():
         raise MatteError(f"no such file: {path}")
     if path.is_dir():
-        raise MatteError(f"{path} is a directory, not a video file")
+        raise MatteError(f"{path} is a folder, not a video file")
     try:
         return av.open(local_path(path), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
@@ -89,6 +89,8 @@ def _presentation_times(packets: list[tuple[int | None, int]], time_base: Fracti
 
 def probe_video(path: Path) -> VideoInfo:
     """Read the first video stream's geometry and frame timestamps without decoding it all."""
+    if path.is_dir():
+        raise MatteError(f"{path} is a folder, not a video; for a folder of pictures: trt-matte images {path}")
     with open_container(path) as container:
         if not container.streams.video:
             raise MatteError(f"{path} has no video stream")

@@ -18,7 +18,7 @@ from ..engine.backend import Backend
 from ..errors import MatteError
 from ..files import remove_stale_temporaries
 from ..media.dali import dali_available
-from ..media.pictures import IMAGE_SUFFIXES, default_output_dir, find_images
+from ..media.pictures import IMAGE_SUFFIXES, default_output_dir, find_images, folders_named_like_images
 from .image_jobs import ImageJob, OutputWriters, matte_jobs, report_failure
 
 MASK_SUFFIX = ".png"
@@ -53,6 +53,26 @@ def process_images(input_dir: Path, output_dir: Path | None, backend: Backend, *
     Raises MatteError when the input folder is missing or holds no images, or when the
     output folder cannot be created or written.
     """
+    output_dir, sources = find_inputs(input_dir, output_dir, recursive)
+    _ensure_writable(output_dir)
+    plan = _plan_outputs(sources, input_dir, output_dir, overwrite)
+    plan.failed.extend((folder, "a folder named like an image, not an image")
+                       for folder in folders_named_like_images(input_dir, output_dir, recursive))
+    remove_stale_temporaries({output_dir, *(job.target.parent for job in plan.jobs)}, announce)
+    failed = list(plan.failed)
+    for path, reason in plan.failed:
+        report_failure(path, reason)
+    # Only the images that get work count: skipped ones would make the rate meaningless.
+    with tqdm(total=len(plan.jobs), unit="img", disable=not progress or not plan.jobs) as bar:
+        with OutputWriters(bar) as writers:
+            _matte_all(plan.jobs, backend, cutout, failed, writers)
+    return ImagesReport(processed=writers.written, skipped=plan.skipped, failed=failed)
+
+
+def find_inputs(input_dir: Path, output_dir: Path | None, recursive: bool) -> tuple[Path, list[Path]]:
+    """(the output folder, the images to matte), or a one-line MatteError when the input
+    folder is missing, not a folder, or holds no images; cheap, so the command line runs
+    it before loading a model."""
     if not input_dir.exists():
         raise MatteError(f"input directory not found: {input_dir}")
     if not input_dir.is_dir():
@@ -64,17 +84,7 @@ def process_images(input_dir: Path, output_dir: Path | None, backend: Backend, *
     if not sources:
         scope = "in or under" if recursive else "in"
         raise MatteError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) {scope} {input_dir}")
-    _ensure_writable(output_dir)
-    plan = _plan_outputs(sources, input_dir, output_dir, overwrite)
-    remove_stale_temporaries({output_dir, *(job.target.parent for job in plan.jobs)}, announce)
-    failed = list(plan.failed)
-    with tqdm(total=len(sources), unit="img", disable=not progress) as bar:
-        for path, reason in plan.failed:
-            report_failure(path, reason)
-        bar.update(len(plan.failed) + plan.skipped)
-        with OutputWriters(bar) as writers:
-            _matte_all(plan.jobs, backend, cutout, failed, writers)
-    return ImagesReport(processed=writers.written, skipped=plan.skipped, failed=failed)
+    return output_dir, sources
 
 
 def _ensure_writable(output_dir: Path) -> None:

@@ -23,8 +23,8 @@ from ..engine.backend import Backend
 from ..files import remove_stale_temporaries
 from ..media.encoder import MatteEncoder
 from ..media.frame_reader import FrameReader
-from ..media.outputs import (DEFAULT_CRF, DEFAULT_OUTPUTS, Background, check_output_paths, output_paths,
-                             parse_background, parse_outputs, publish, staged_outputs)
+from ..media.outputs import (DEFAULT_CRF, DEFAULT_OUTPUTS, Background, check_output_paths, existing_outputs,
+                             kept_note, output_paths, parse_background, parse_outputs, publish, staged_outputs)
 from ..media.probe import VideoInfo, probe_video
 from .smoothing import MaskSmoother
 from .stages import run_overlapped
@@ -33,9 +33,10 @@ from .stages import run_overlapped
 @dataclass(frozen=True)
 class VideoResult:
     output: Path  # the first deliverable asked for
-    frames: int
-    info: VideoInfo
-    outputs: dict[str, Path] = field(default_factory=dict)  # every deliverable: kind -> path
+    frames: int  # frames written: 0 when every output existed and was kept
+    info: VideoInfo | None  # None when nothing was written (the source was not probed)
+    outputs: dict[str, Path] = field(default_factory=dict)  # what this run wrote: kind -> path
+    kept: dict[str, Path] = field(default_factory=dict)  # outputs that existed and were kept
 
 
 class MatteStages(Protocol):
@@ -110,7 +111,7 @@ def _stages_for(source: Path, info: VideoInfo, backend: Backend, batch_size: int
 def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_size: int | None = None,
                 progress: bool = True, crf: int = DEFAULT_CRF, audio: bool = True,
                 outputs: Sequence[str] = DEFAULT_OUTPUTS, background: str | Background | None = None,
-                smooth: int = 0, probed: VideoInfo | None = None,
+                smooth: int = 0, probed: VideoInfo | None = None, overwrite: bool = False,
                 announce: Callable[[str], None] = lambda message: None) -> VideoResult:
     """Write the matte of ``source`` (and/or the other ``outputs``: green, prores, webm,
     png) beside it or to ``output`` (a file for one deliverable, else a folder), with the
@@ -118,21 +119,28 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
     a colour name, ``#RRGGBB`` or an image or video file (default green). ``smooth`` K > 0
     applies a centred K-frame temporal median against flicker (``runtime.smoothing``).
     ``probed`` is the source's ``probe_video`` result when the caller already has it:
-    probing walks every packet of the file."""
+    probing walks every packet of the file. An output that exists already is kept (and
+    said so) unless ``overwrite``."""
     source = Path(source)
     kinds = parse_outputs(outputs)
     if not isinstance(background, Background):
         background = parse_background(background, kinds)
     targets = output_paths(source, output, kinds)
-    info = probed or probe_video(source)
     check_output_paths(source, targets)
-    remove_stale_temporaries((target.parent for target in targets.values()), announce)
+    kept = existing_outputs(targets, overwrite)
+    for path in kept.values():
+        announce(kept_note(path))
+    written = {kind: path for kind, path in targets.items() if kind not in kept}
+    if not written:
+        return VideoResult(targets[kinds[0]], 0, None, {}, kept)
+    info = probed or probe_video(source)
+    remove_stale_temporaries((target.parent for target in written.values()), announce)
     smoother = MaskSmoother(smooth)  # checks the strength before any process or buffer exists
-    with staged_outputs(targets) as staging:
+    with staged_outputs(written) as staging:
         stages = _stages_for(source, info, backend, batch_size or backend.preferred_batch, announce)
         _encode(source, staging.encoded, info, stages, progress, crf, background, smoother)
         publish(staging, info, source if audio else None)
-    return VideoResult(targets[kinds[0]], info.frame_count, info, targets)
+    return VideoResult(targets[kinds[0]], info.frame_count, info, written, kept)
 
 
 def _encode(source: Path, destinations: Mapping[str, Path], info: VideoInfo, stages: MatteStages, progress: bool,
