@@ -89,11 +89,12 @@ def test_stale_temporaries_of_this_host_are_removed_and_no_others(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     mine = _temporary_name(tmp_path / "live.mp4", "partial")  # this very process: running
+    other_boot = "f" * 8 if _boot() != "f" * 8 else "e" * 8
     names = {
         "dead": f".clip.trtm-{_host()}-{_boot()}-{dead.pid}-0123abcd.partial.mp4",
         "dead-folder": f".clip.trtm-{_host()}-{_boot()}-{dead.pid}-4567abcd.partial.png",
-        "rebooted": f".clip.trtm-{_host()}-{'f' * 8 if _boot() != 'f' * 8 else 'e' * 8}-{os.getpid()}-89abcdef"
-                    ".scratch.mkv",
+        "rebooted": f".clip.trtm-{_host()}-{other_boot}-{os.getpid()}-89abcdef.scratch.mkv",
+        "other-boot-busy": f".take.trtm-{_host()}-{other_boot}-{os.getpid()}-89abcdef.partial.mov",
         "other-host": f".clip.trtm-{_host()}x-{_boot()}-{dead.pid}-0123abcd.partial.mp4",
         "running": mine.name,
         "user-file": ".clip.mp4",
@@ -104,8 +105,29 @@ def test_stale_temporaries_of_this_host_are_removed_and_no_others(tmp_path):
             (tmp_path / name / "000001.png").write_bytes(b"png")
         else:
             (tmp_path / name).write_bytes(b"half")
+    # Another boot's (or namespace's) file goes only once untouched for an hour: a cloned
+    # machine with this host name may still be writing a recent one.
+    old = time.time() - 2 * 3600
+    os.utime(tmp_path / names["rebooted"], (old, old))
     notes: list[str] = []
     assert remove_stale_temporaries([tmp_path, tmp_path], notes.append) == 3
-    assert sorted(os.listdir(tmp_path)) == sorted(names[key] for key in ("other-host", "running", "user-file"))
+    assert sorted(os.listdir(tmp_path)) == sorted(names[key] for key in ("other-host", "running", "user-file",
+                                                                        "other-boot-busy"))
     assert notes == ["removed 3 temporary files left by an interrupted run"]
     assert remove_stale_temporaries([tmp_path], notes.append) == 0 and len(notes) == 1
+
+
+def test_a_set_aside_previous_output_is_put_back_not_deleted(tmp_path):
+    """Killed between setting the old output aside and putting the new one in place: the
+    old one is the user's only copy, and goes back to its name."""
+    import subprocess
+    import sys
+    from trt_matte.files import _boot, _host, remove_stale_temporaries
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    aside = tmp_path / f".clip.trtm-{_host()}-{_boot()}-{dead.pid}-0123abcd.previous.png"
+    aside.mkdir()
+    (aside / "000001.png").write_bytes(b"frame")
+    assert remove_stale_temporaries([tmp_path], lambda note: None) == 0
+    assert os.listdir(tmp_path) == ["clip.png"] and os.listdir(tmp_path / "clip.png") == ["000001.png"]

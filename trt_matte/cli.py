@@ -26,7 +26,7 @@ from .build_engine.matte_graph import PRECISIONS
 from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE, MAX_FRAME_SIDE_LIMIT
 from .calibration.calibrate import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
 from .errors import INTERRUPTED_LINE, MatteError
-from .files import disk_full_error
+from .files import disk_full_line
 from .media.outputs import (DEFAULT_CRF, check_output_paths, existing_outputs, is_format_list, kept_note,
                             output_paths, parse_background, parse_outputs)
 from .media.probe import probe_video
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:  # the promise is one line, never a traceback
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # a full disk, wherever it struck
-            print(f"trt-matte: error: {disk_full_error([Path(exc.filename or '.')])}", file=sys.stderr)
+            print(f"trt-matte: error: {disk_full_line(exc.filename)}", file=sys.stderr)
             return EXIT_FAILED
         if os.environ.get("TRT_MATTE_DEBUG"):
             raise
@@ -265,11 +265,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _traceback_note(error: BaseException) -> str:
     """Where the full traceback of an unexpected error went: a log file in the cache."""
-    log = cache_dir() / "logs" / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     try:
+        log = cache_dir() / "logs" / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("".join(traceback.format_exception(error)))
-    except OSError:
+    except Exception:  # noqa: BLE001 -- no cache folder (no home, a full disk): say how to see it instead
         return "run with TRT_MATTE_DEBUG=1 for the traceback"
     return f"traceback in {log}"
 

@@ -1,11 +1,13 @@
 """Output files that appear complete or not at all.
 
 Every temporary name carries its owner: ``.<stem>.trtm-<host>-<boot>-<pid>-<random>.<tag><suffix>``
-(host name, the first 8 hex digits of the kernel's boot id, process id). A process
-killed outright (SIGKILL, the OOM killer, a power cut) cannot remove its temporary
-files; ``remove_stale_temporaries`` lets a later run in the same folder remove those
-whose owner on this host is gone, and never another host's (folders may be shared by a
-cluster).
+(host name; 8 hex digits of a hash of the kernel's boot id and the process-id namespace,
+so a pid means one process; process id). A process killed outright (SIGKILL, the OOM
+killer, a power cut) cannot remove its temporary files; ``remove_stale_temporaries``
+lets a later run in the same folder remove those whose owner on this host is gone, and
+never another host's (folders may be shared by a cluster). A file from another boot or
+namespace under this host's name (a reboot; or a cloned machine, a container with the
+same host name) is removed only once nobody has written it for STALE_AFTER_SECONDS.
 """
 from __future__ import annotations
 
@@ -18,16 +20,19 @@ import re
 import secrets
 import shutil
 import socket
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .errors import MatteError
 
 TEMPORARY_TAGS = ("partial", "scratch", "previous")
+# A temporary file from another boot or namespace is left alone until untouched this long.
+STALE_AFTER_SECONDS = 3600
 # How ffmpeg and the C library say ENOSPC.
 NO_SPACE = os.strerror(errno.ENOSPC)
-_OWNED = re.compile(r"^\..*\.trtm-(?P<host>[A-Za-z0-9-]+)-(?P<boot>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}"
-                    r"\.(?:" + "|".join(TEMPORARY_TAGS) + r")(?:\.[^.]*)?$")
+_OWNED = re.compile(r"^\.(?P<stem>.*)\.trtm-(?P<host>[A-Za-z0-9-]+)-(?P<boot>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}"
+                    r"\.(?P<tag>" + "|".join(TEMPORARY_TAGS) + r")(?P<suffix>(?:\.[^.]*)?)$")
 
 
 @functools.cache
@@ -37,11 +42,14 @@ def _host() -> str:
 
 @functools.cache
 def _boot() -> str:
-    """This boot's id (Linux); elsewhere a constant, so only the process id tells owners apart."""
+    """This boot and process-id namespace (Linux); elsewhere a constant, so only the
+    process id tells owners apart."""
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:8]
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
         return "0" * 8
+    return hashlib.sha256(f"{boot} {namespace}".encode()).hexdigest()[:8]
 
 
 def _temporary_name(final_path: Path, tag: str) -> Path:
@@ -81,14 +89,38 @@ def _remove_stale_in(folder: Path) -> int:
         found = _OWNED.match(entry.name)
         if found is None or found["host"] != _host():
             continue
-        if found["boot"] == _boot() and not _process_gone(int(found["pid"])):
+        if found["boot"] == _boot():
+            if not _process_gone(int(found["pid"])):
+                continue
+        elif not _untouched_for(entry, STALE_AFTER_SECONDS):
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            _remove_file(entry)
+        # Best effort: a leftover this user may not remove (a shared folder) stays.
+        with contextlib.suppress(OSError):
+            if found["tag"] == "previous" and _restore_previous(entry, found["stem"], found["suffix"]):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                _remove_file(entry)
         removed += not entry.exists()
     return removed
+
+
+def _untouched_for(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.lstat().st_mtime > seconds
+    except OSError:
+        return False
+
+
+def _restore_previous(entry: Path, stem: str, suffix: str) -> bool:
+    """A previous output set aside by a run killed before it put the new one in place is
+    the user's only copy: it goes back to its name (True) unless that name is taken."""
+    final_path = entry.with_name(stem + suffix)
+    if final_path.exists() or final_path.is_symlink():
+        return False
+    os.replace(entry, final_path)
+    return True
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -237,6 +269,18 @@ def disk_full_error(written_paths: Iterable[Path]) -> MatteError:
     written = sum(_bytes_under(path) for path in paths)
     return MatteError(f"the disk holding {folder} is full: {_size(free)} free there, after writing {_size(written)} "
                       "of this run's output; free some space and run it again")
+
+
+def disk_full_line(filename: str | None) -> str:
+    """What to say about a full disk known only from an OSError (which may name no file)."""
+    if not filename:
+        return "no space left on device; free some space and run it again"
+    folder = Path(filename).parent
+    try:
+        free = _size(shutil.disk_usage(folder).free)
+    except OSError:
+        free = "no space"
+    return f"the disk holding {folder} is full: {free} free there; free some space and run it again"
 
 
 def _size(count: int) -> str:

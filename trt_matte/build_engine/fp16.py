@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from onnxconverter_common import float16
 
 # FP16's largest finite value; the converter's default (1e4) would clip weights needlessly.
 FP16_MAX = 65504.0
 # Ops kept in FP32: the converter's own list, less Resize (see the module doc).
 KEPT_IN_FP32 = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) - {"Resize"})
-# Resize's roi and scales inputs are float32 by the ONNX spec, whatever the data's type.
+# Resize's roi and scales inputs, float32 by the ONNX spec whatever the data's type.
 RESIZE_FLOAT_INPUTS = (1, 2)
 
 
@@ -43,18 +44,29 @@ def convert_network_to_fp16(network: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _resize_parameters_in_float32(network: onnx.ModelProto) -> onnx.ModelProto:
-    """The converter turned Resize's float constants (roi, scales) to FP16 with the data:
-    cast them back (a constant cast, which the runtimes fold away)."""
+    """The converter turned Resize's roi and scales to FP16 with the data. Constants (an
+    initializer or a Constant node) get a float32 copy, so the runtimes see weights as
+    before; anything computed is cast back."""
+    graph = network.graph
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    values.update({node.output[0]: numpy_helper.to_array(helper.get_attribute_value(node.attribute[0]))
+                   for node in graph.node if node.op_type == "Constant" and node.attribute
+                   and node.attribute[0].name == "value"})
     nodes = []
-    for node in network.graph.node:
+    for node in graph.node:
         if node.op_type == "Resize":
             for index in RESIZE_FLOAT_INPUTS:
-                if index < len(node.input) and node.input[index]:
-                    restored = f"{node.input[index]}_float32_for_{node.name}"
+                if index >= len(node.input) or not node.input[index]:
+                    continue
+                restored = f"{node.input[index]}_float32_for_{node.name}"
+                if node.input[index] in values:
+                    graph.initializer.append(numpy_helper.from_array(
+                        values[node.input[index]].astype(np.float32), restored))
+                else:
                     nodes.append(helper.make_node("Cast", [node.input[index]], [restored], to=TensorProto.FLOAT,
                                                   name=restored))
-                    node.input[index] = restored
+                node.input[index] = restored
         nodes.append(node)
-    del network.graph.node[:]
-    network.graph.node.extend(nodes)
+    del graph.node[:]
+    graph.node.extend(nodes)
     return network

@@ -41,6 +41,9 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
         return address
 
     def enqueue(self, rgb_address: int, batch: int, height: int, width: int, output_address: int) -> None:
+        # ONNX Runtime runs on a stream of its own: whatever was queued on ours (DALI hands
+        # its batches over there) must be done before it reads the batch.
+        self.stream.synchronize()
         binding = self._upsizing.io_binding()
         binding.bind_input(INPUT_NAME, "cuda", 0, np.uint8, [batch, MODEL_SIZE, MODEL_SIZE, 3], rgb_address)
         binding.bind_input(FRAME_SHAPE_NAME, "cuda", 0, np.uint8, list(frame_shape_dims(height, width)),
