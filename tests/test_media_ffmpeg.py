@@ -24,22 +24,43 @@ def fake_ffmpeg(folder, version: str):
 def fresh_choice(monkeypatch):
     """ffmpeg_exe() decides once per process; each test decides anew, with no override set."""
     monkeypatch.delenv("TRT_MATTE_FFMPEG", raising=False)
-    ffmpeg.ffmpeg_exe.cache_clear()
+    ffmpeg._ffmpeg_choice.cache_clear()
     yield
-    ffmpeg.ffmpeg_exe.cache_clear()
+    ffmpeg._ffmpeg_choice.cache_clear()
 
 
-def test_an_old_ffmpeg_on_path_is_passed_over_for_the_bundled_one(tmp_path, monkeypatch, fresh_choice):
-    fake_ffmpeg(tmp_path, "4.4.2-0ubuntu0.22.04.1")
+def test_an_old_ffmpeg_on_path_is_passed_over_for_the_bundled_one_with_a_note(tmp_path, monkeypatch, fresh_choice):
+    old = fake_ffmpeg(tmp_path, "4.4.2-0ubuntu0.22.04.1")
     monkeypatch.setenv("PATH", str(tmp_path))
     import imageio_ffmpeg
     assert ffmpeg.ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()
+    assert ffmpeg.ffmpeg_note() == (f"note: {old} is ffmpeg 4.4, older than 5.1, which trt-matte needs: using "
+                                    "the ffmpeg that came with imageio-ffmpeg")
+
+
+def test_a_version_measured_to_drop_frames_is_passed_over_too(tmp_path, monkeypatch, fresh_choice):
+    broken = fake_ffmpeg(tmp_path, "7.0.2-static")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    import imageio_ffmpeg
+    assert ffmpeg.ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()
+    assert "ffmpeg 7.0, which drops the last frame" in ffmpeg.ffmpeg_note()
+    monkeypatch.setenv("TRT_MATTE_FFMPEG", str(broken))
+    ffmpeg._ffmpeg_choice.cache_clear()
+    with pytest.raises(MatteError, match="TRT_MATTE_FFMPEG names ffmpeg 7.0, which drops the last frame"):
+        ffmpeg.ffmpeg_exe()
+
+
+def test_an_override_older_than_the_minimum_is_refused_in_one_line(tmp_path, monkeypatch, fresh_choice):
+    old = fake_ffmpeg(tmp_path, "4.2.2-static")
+    monkeypatch.setenv("TRT_MATTE_FFMPEG", str(old))
+    with pytest.raises(MatteError, match=r"TRT_MATTE_FFMPEG names ffmpeg 4.2, older than 5.1"):
+        ffmpeg.ffmpeg_exe()
 
 
 def test_a_recent_enough_ffmpeg_on_path_is_used(tmp_path, monkeypatch, fresh_choice):
     fake = fake_ffmpeg(tmp_path, "n7.1")
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert ffmpeg.ffmpeg_exe() == str(fake)
+    assert ffmpeg.ffmpeg_exe() == str(fake) and ffmpeg.ffmpeg_note() is None
 
 
 def test_the_override_wins(tmp_path, monkeypatch, fresh_choice):

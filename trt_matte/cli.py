@@ -29,6 +29,7 @@ from .errors import INTERRUPTED_LINE, MatteError
 from .files import disk_full_line
 from .media.outputs import (DEFAULT_CRF, check_output_paths, existing_outputs, is_format_list, kept_note,
                             output_paths, parse_background, parse_outputs)
+from .media.ffmpeg import ffmpeg_note
 from .media.probe import probe_video
 from .models import DEFAULT_MODEL, MODELS, cache_dir
 from .runtime.images import find_inputs
@@ -178,7 +179,14 @@ def _run_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _note_ffmpeg(args: argparse.Namespace) -> None:
+    note = ffmpeg_note()
+    if note:
+        _status(args, note)
+
+
 def _run_calibrate(args: argparse.Namespace) -> int:
+    _note_ffmpeg(args)
     report = calibrate(args.inputs, model=args.model, frames=args.frames, seed=args.seed, overwrite=args.overwrite,
                        progress=not args.quiet, announce=lambda line: _status(args, line))
     for line in report.lines():
@@ -189,6 +197,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 def _run_video(args: argparse.Namespace) -> int:
     for note in getattr(args, "notes", []):
         _status(args, note)
+    _note_ffmpeg(args)
     # Bad options and a bad input fail before any model work.
     kinds = parse_outputs(args.kinds)
     background = parse_background(args.background, kinds)

@@ -18,6 +18,11 @@ from ..errors import MatteError
 
 # -fps_mode, which keeps variable-frame-rate sources frame-exact, appeared in ffmpeg 5.1.
 MIN_FFMPEG = (5, 1)
+# Versions measured to give wrong outputs, with why. 7.0.2 (the build imageio-ffmpeg 0.6
+# and 0.7 ship) delivered one frame too few wherever the encoder pairs masks with the
+# source (green, prores, webm, png) and failed to decode an MPEG-TS clip; 5.1 and 9.0
+# give every frame.
+BROKEN_FFMPEG = {(7, 0): "drops the last frame when it pairs masks with the source"}
 
 
 def _ffmpeg_version(executable: str) -> tuple[int, int] | None:
@@ -29,17 +34,45 @@ def _ffmpeg_version(executable: str) -> tuple[int, int] | None:
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 
-@lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
     """$TRT_MATTE_FFMPEG, else a recent enough ffmpeg on PATH, else imageio-ffmpeg's binary."""
+    return _ffmpeg_choice()[0]
+
+
+def ffmpeg_note() -> str | None:
+    """A line for the user when the ffmpeg on PATH was passed over for being too old."""
+    return _ffmpeg_choice()[1]
+
+
+@lru_cache(maxsize=1)
+def _ffmpeg_choice() -> tuple[str, str | None]:
     configured = os.environ.get("TRT_MATTE_FFMPEG")
     if configured:
-        return configured
-    on_path = shutil.which("ffmpeg")
-    if on_path and (_ffmpeg_version(on_path) or (0, 0)) >= MIN_FFMPEG:
-        return on_path
+        unusable = _why_unusable(_ffmpeg_version(configured))
+        if unusable:
+            raise MatteError(f"TRT_MATTE_FFMPEG names {unusable} ({configured})")
+        return configured, None
     import imageio_ffmpeg
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    on_path = shutil.which("ffmpeg")
+    if not on_path:
+        return imageio_ffmpeg.get_ffmpeg_exe(), None
+    unusable = _why_unusable(_ffmpeg_version(on_path) or (0, 0))
+    if not unusable:
+        return on_path, None
+    note = f"note: {on_path} is {unusable}: using the ffmpeg that came with imageio-ffmpeg"
+    return imageio_ffmpeg.get_ffmpeg_exe(), note
+
+
+def _why_unusable(version: tuple[int, int] | None) -> str | None:
+    """Why this ffmpeg version cannot serve (None: it can, or its version is unknown)."""
+    if version is None:
+        return None
+    name = f"ffmpeg {version[0]}.{version[1]}" if version > (0, 0) else "an ffmpeg of unknown version"
+    if version < MIN_FFMPEG:
+        return f"{name}, older than {MIN_FFMPEG[0]}.{MIN_FFMPEG[1]}, which trt-matte needs"
+    if version in BROKEN_FFMPEG:
+        return f"{name}, which {BROKEN_FFMPEG[version]}"
+    return None
 
 
 def local_path(path: Path) -> str:
