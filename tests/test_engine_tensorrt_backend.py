@@ -4,8 +4,6 @@ same upsizing graph the engine is built from on ONNX Runtime's CPU. The TensorRT
 themselves are the adapter's (tensorrt_api.py); they run only on a GPU (tests/test_gpu.py)."""
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import pytest
 
@@ -18,11 +16,6 @@ from trt_matte.onnxruntime_sessions import CPU_PROVIDER, open_session
 from trt_matte.runtime.video import matte_video
 
 from conftest import decode_gray, make_clip, mean_abs_error
-
-
-def host_view(address: int, shape: tuple[int, ...]) -> np.ndarray:
-    fake_cuda.check_range(address, int(np.prod(shape)))
-    return np.ctypeslib.as_array(ctypes.cast(ctypes.c_void_p(address), ctypes.POINTER(ctypes.c_ubyte)), shape)
 
 
 contexts: list[GraphExecutionContext] = []
@@ -42,10 +35,10 @@ class GraphExecutionContext:
         assert stream_address and all(address % 256 == 0 for address in addresses.values())
         batch, frame = shapes[INPUT_NAME], shapes[FRAME_SHAPE_NAME]
         assert frame[0] == 0, "frame_shape must be the empty [0,H,W] tensor"
-        host_view(addresses[FRAME_SHAPE_NAME], (1,))  # at least one byte behind the address
-        masks = self._session.run([OUTPUT_NAME], {INPUT_NAME: host_view(addresses[INPUT_NAME], batch).copy(),
+        fake_cuda.view(addresses[FRAME_SHAPE_NAME], (1,))  # at least one byte behind the address
+        masks = self._session.run([OUTPUT_NAME], {INPUT_NAME: fake_cuda.view(addresses[INPUT_NAME], batch).copy(),
                                                   FRAME_SHAPE_NAME: np.zeros(frame, np.uint8)})[0]
-        host_view(addresses[OUTPUT_NAME], masks.shape)[:] = masks
+        fake_cuda.view(addresses[OUTPUT_NAME], masks.shape)[:] = masks
 
     def close(self):
         self.closed += 1

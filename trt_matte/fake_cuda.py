@@ -48,6 +48,14 @@ def check_range(address: int, nbytes: int) -> None:
                 raise UseAfterFree(f"{nbytes} bytes at {address:#x}: memory freed before this use")
 
 
+def view(address: int, shape: tuple[int, ...]) -> np.ndarray:
+    """The uint8 bytes of fake device memory at ``address`` as an array of ``shape``, after
+    checking them against the ledger: what a test's stand-in engine reads and writes."""
+    nbytes = int(np.prod(shape))
+    check_range(address, nbytes)
+    return np.ctypeslib.as_array(ctypes.cast(ctypes.c_void_p(address), ctypes.POINTER(ctypes.c_ubyte)), shape)
+
+
 def gpu_count() -> int:
     return 1
 

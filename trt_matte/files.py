@@ -261,26 +261,24 @@ def disk_full_error(written_paths: Iterable[Path]) -> MatteError:
     """A one-line MatteError for a full disk: the folder, the space left there, and how
     many bytes the run had written to ``written_paths`` (files or folders) by then."""
     paths = [Path(path) for path in written_paths]
-    folder = paths[0].parent
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        free = 0
-    written = sum(_bytes_under(path) for path in paths)
-    return MatteError(f"the disk holding {folder} is full: {_size(free)} free there, after writing {_size(written)} "
-                      "of this run's output; free some space and run it again")
+    written = _size(sum(_bytes_under(path) for path in paths))
+    return MatteError(f"{_full_disk(paths[0].parent)}, after writing {written} of this run's output; "
+                      "free some space and run it again")
 
 
 def disk_full_line(filename: str | None) -> str:
     """What to say about a full disk known only from an OSError (which may name no file)."""
     if not filename:
         return "no space left on device; free some space and run it again"
-    folder = Path(filename).parent
+    return f"{_full_disk(Path(filename).parent)}; free some space and run it again"
+
+
+def _full_disk(folder: Path) -> str:
     try:
-        free = _size(shutil.disk_usage(folder).free)
+        free = shutil.disk_usage(folder).free
     except OSError:
-        free = "no space"
-    return f"the disk holding {folder} is full: {free} free there; free some space and run it again"
+        free = 0
+    return f"the disk holding {folder} is full: {_size(free)} free there"
 
 
 def _size(count: int) -> str:

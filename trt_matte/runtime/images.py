@@ -56,11 +56,10 @@ def process_images(input_dir: Path, output_dir: Path | None, backend: Backend, *
     output_dir, sources = find_inputs(input_dir, output_dir, recursive)
     _ensure_writable(output_dir)
     plan = _plan_outputs(sources, input_dir, output_dir, overwrite)
-    plan.failed.extend((folder, "a folder named like an image, not an image")
-                       for folder in folders_named_like_images(input_dir, output_dir, recursive))
     remove_stale_temporaries({output_dir, *(job.target.parent for job in plan.jobs)}, announce)
-    failed = list(plan.failed)
-    for path, reason in plan.failed:
+    failed = [*plan.failed, *((folder, "a folder named like an image, not an image")
+                              for folder in folders_named_like_images(input_dir, output_dir, recursive))]
+    for path, reason in failed:
         report_failure(path, reason)
     # Only the images that get work count: skipped ones would make the rate meaningless.
     with tqdm(total=len(plan.jobs), unit="img", disable=not progress or not plan.jobs) as bar:
