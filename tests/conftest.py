@@ -5,6 +5,7 @@ Every other asset a test needs it makes with ffmpeg."""
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 from pathlib import Path
 
@@ -231,6 +232,33 @@ def packet_times(path: Path) -> list[float]:
         stream = container.streams.video[0]
         return sorted(float(packet.pts * stream.time_base) for packet in container.demux(stream)
                       if packet.pts is not None)
+
+
+def with_damaged_frames(source: Path, target: Path, packets: list[int], seed: int = 0) -> Path:
+    """``source`` with the payload of those video packets (0-based, file order) scrambled
+    past their first 8 bytes: the container stays intact, their frames do not decode."""
+    import av
+    data = bytearray(source.read_bytes())
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        places = [(packet.pos, packet.size) for packet in container.demux(stream) if packet.size]
+    rng = random.Random(seed)
+    for index in packets:
+        position, size = places[index]
+        data[position + 8:position + size] = bytes(rng.randrange(256) for _ in range(size - 8))
+    target.write_bytes(bytes(data))
+    return target
+
+
+def decoded_times(ffmpeg: str, path: Path) -> list[float]:
+    """Presentation times (seconds) of the frames ``ffmpeg -i path`` outputs: what it
+    decodes, less what it skips as damaged."""
+    listing = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough",
+                              "-copyts", "-f", "framecrc", "-"], capture_output=True, text=True).stdout
+    rows = [line.split(",") for line in listing.splitlines() if line and not line.startswith("#")]
+    time_base = next(line for line in listing.splitlines() if line.startswith("#tb 0:")).split(":")[1].strip()
+    numerator, denominator = (int(part) for part in time_base.split("/"))
+    return [int(row[2]) * numerator / denominator for row in rows]
 
 
 def gpu_visible() -> bool:

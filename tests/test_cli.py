@@ -28,7 +28,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import U2NETP, decode_gray, make_clip, packet_times, wait_for_child
+from conftest import (U2NETP, decode_gray, decoded_times, make_clip, packet_times, wait_for_child,
+                      with_damaged_frames)
 
 CLI = [sys.executable, "-m", "trt_matte"]
 ERROR_PREFIX = "trt-matte: error:"
@@ -100,6 +101,7 @@ def assets(tmp_path_factory, ffmpeg_exe) -> dict[str, Path]:
         "mp4": make_clip(ffmpeg_exe, folder / "clip.mp4", frames=CLIP_FRAMES),
         "mkv": make_clip(ffmpeg_exe, folder / "clip.mkv", frames=CLIP_FRAMES),
         "webm": make_clip(ffmpeg_exe, folder / "clip.webm", frames=CLIP_FRAMES, codec="libvpx-vp9"),
+        "intra": make_clip(ffmpeg_exe, folder / "intra.mkv", frames=CLIP_FRAMES, extra_output=["-g", "1"]),
     }
     # moov first: a truncated copy still lists every frame but lacks the data of the last ones.
     made["faststart"] = folder / "faststart.mp4"
@@ -221,12 +223,24 @@ def _(folder, assets):
                  "-o", "out.mp4")
 
 
-@case("bit-flipped-mp4-frames")
+@case("bit-flipped-mp4-frames", expect="matte")  # the index is intact: ffmpeg decodes past the damage
 def _(folder, assets):
     data = assets["mp4"].read_bytes()
     mdat = data.index(b"mdat") + 8
     return video(put(folder, "flipped.mp4", flip_bits(data, seed=2, count=300, start=mdat, end=mdat + 15000)),
                  "-o", "out.mp4")
+
+
+@case("first-frame-undecodable", expect="matte")
+def _(folder, assets):
+    with_damaged_frames(assets["intra"], folder / "broken.mkv", [0])
+    return video("broken.mkv")
+
+
+@case("frames-undecodable-mid-stream", expect="matte")
+def _(folder, assets):
+    with_damaged_frames(assets["mkv"], folder / "broken.mkv", [5, 6, 17])
+    return video("broken.mkv", "-o", "out.mp4")
 
 
 @case("mp4-without-moov", mentions="nomoov.mp4")
@@ -405,7 +419,7 @@ def _(folder, assets):
 
 
 @pytest.mark.parametrize("make, expect, mentions", CASES)
-def test_bad_input_gets_one_line_and_leaves_nothing(make, expect, mentions, assets, tiny_model, tmp_path):
+def test_bad_input_gets_one_line_and_leaves_nothing(make, expect, mentions, assets, tiny_model, tmp_path, ffmpeg_exe):
     folder = tmp_path / "work"
     folder.mkdir()
     args = make(folder, assets)
@@ -417,7 +431,7 @@ def test_bad_input_gets_one_line_and_leaves_nothing(make, expect, mentions, asse
     assert not Path("/proc/x.mp4").exists()
 
     if expect == "matte":
-        # A shorter but honest matte: one frame per packet the damaged source really holds.
+        # A shorter but honest matte: one frame, at its time, per frame ffmpeg decodes.
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr + result.stdout
         assert stderr_lines(result) == []
@@ -425,12 +439,21 @@ def test_bad_input_gets_one_line_and_leaves_nothing(make, expect, mentions, asse
         assert len(new) == 1 and new[0].endswith(".mp4") and not new[0].startswith("."), new
         assert {name: after[name] for name in before} == before, "an input was changed"
         source = folder / next(arg for arg in args[1:] if (folder / arg).is_file())
-        assert frame_count(folder / new[0]) == frame_count(source) > 0
+        assert packet_times(folder / new[0]) == pytest.approx(decoded_times(ffmpeg_exe, source), abs=1e-3)
         return
 
     assert_one_line_error(result, mentions)
     assert result.stdout == ""
     assert after == before, f"left behind or changed: {sorted(set(after) ^ set(before))}"
+
+
+def test_the_end_report_counts_the_damaged_frames(assets, tiny_model, tmp_path):
+    with_damaged_frames(assets["intra"], tmp_path / "broken.mkv", [0, 9, 10])
+    result = run_cli(["video", "broken.mkv", "--model", str(tiny_model)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = stderr_lines(result)[-1]
+    assert f"({CLIP_FRAMES - 3} frames," in report
+    assert "ffmpeg reported 3 damaged frames: 3 skipped, as ffmpeg skips them" in report
 
 
 # ---------------------------------------------------------------------------------------

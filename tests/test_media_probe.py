@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from conftest import make_clip, packet_times, with_display_rotation
+from conftest import make_clip, packet_times, with_damaged_frames, with_display_rotation
 from trt_matte.errors import MatteError
 from trt_matte.media.probe import decoded_format, probe_video
 
@@ -38,6 +38,30 @@ def test_an_elementary_stream_without_timestamps_is_timed_by_the_rate(ffmpeg_exe
     info = probe_video(raw)
     assert info.frame_count == 5
     assert [later - earlier for earlier, later in zip(info.frame_pts, info.frame_pts[1:])] == [info.frame_durations[0]] * 4
+
+
+def test_a_first_frame_that_does_not_decode_does_not_hide_the_others(ffmpeg_exe, tmp_path):
+    clip = make_clip(ffmpeg_exe, tmp_path / "clip.mkv", size="96x64", frames=6, extra_output=["-g", "1"])
+    info = probe_video(with_damaged_frames(clip, tmp_path / "damaged.mkv", [0]))
+    assert (info.width, info.height, info.frame_count) == (96, 64, 6)
+
+
+def test_an_index_that_lists_frames_the_file_lacks_is_truncation(ffmpeg_exe, tmp_path):
+    clip = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", frames=30, extra_output=["-movflags", "+faststart"])
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[:int(clip.stat().st_size * 0.6)])
+    with pytest.raises(MatteError, match=r"cut.mp4 is truncated: its index lists 30 frames, the file holds \d+$"):
+        probe_video(cut)
+
+
+def test_the_timing_of_a_subset_of_frames_leaves_no_holes(ffmpeg_exe, tmp_path):
+    info = probe_video(make_clip(ffmpeg_exe, tmp_path / "clip.mkv", frames=6))
+    kept = info.keeping([info.frame_pts[index] for index in (1, 2, 4)])
+    assert kept.frame_pts == tuple(info.frame_pts[index] for index in (1, 2, 4))
+    step = info.frame_durations[0]
+    assert kept.frame_durations == (step, 2 * step, step)
+    with pytest.raises(MatteError, match="do not match"):
+        info.keeping([info.frame_pts[2], info.frame_pts[1]])
 
 
 @pytest.mark.parametrize("make, message", [

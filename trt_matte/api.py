@@ -237,7 +237,6 @@ class Matter:
                 masks = self.backend.run(np.stack([model_input(Image.fromarray(frame)) for frame in frames]))
                 for frame, mask_320 in zip(frames, masks):
                     yield frame, np.asarray(mask_at_size(mask_320, (info.width, info.height)))
-            reader.check_frame_count(info.frame_count)
         finally:
             reader.kill()
 

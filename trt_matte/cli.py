@@ -215,7 +215,8 @@ def _run_video(args: argparse.Namespace) -> int:
                               overwrite=args.overwrite)
     seconds = time.monotonic() - started
     written = ", ".join(str(path) for path in result.outputs.values())
-    _status(args, f"wrote {written} ({result.frames} frames, {result.frames / seconds:.1f} frames/s)")
+    _status(args, f"wrote {written} ({result.frames} frames, {result.frames / seconds:.1f} frames/s"
+                  f"{result.damage_note()})")
     return 0
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import MatteError
 from .dali import DALI_ERRORS, dali_error, host_frames, pipeline_options, resized_for_model
 from .ffmpeg import local_path
-from .probe import open_container
+from .probe import VideoInfo, open_container
 
 if TYPE_CHECKING:
     from nvidia.dali.data_node import DataNode
@@ -228,6 +228,14 @@ class DaliFrameReader:
             self.frames_read += real
             yield DaliBatch(real, rgb.as_tensor(), rgb)
         self.check_frame_count(self.frame_count)
+
+    # DALI names no damaged frame; one it cannot decode fails the frame count instead.
+    concealed = 0
+
+    def delivered_timing(self, listed: VideoInfo) -> VideoInfo:
+        """After the last batch: every listed frame came (checked at the end of ``batches``)."""
+        self.check_frame_count(listed.frame_count)
+        return listed
 
     def check_frame_count(self, expected: int) -> None:
         """After the last batch: DALI delivered every frame the container lists."""

@@ -108,11 +108,11 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 class FfmpegProcess:
     def __init__(self, args: list[str], purpose: str, *, pipe_stdin: bool = False,
-                 pipe_stdout: bool = False):
+                 pipe_stdout: bool = False, loglevel: str = "error"):
         self.purpose = purpose
         # stderr goes to a file: an unread pipe fills at ~64 kB and stalls ffmpeg.
         self._stderr = tempfile.TemporaryFile()
-        command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
+        command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", loglevel, *args]
         try:
             self.process = subprocess.Popen(
                 command,

@@ -2,8 +2,9 @@
 PyAV (the imageio-ffmpeg binary ships no ffprobe)."""
 from __future__ import annotations
 
+import bisect
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -33,6 +34,22 @@ class VideoInfo:
     def frame_count(self) -> int:
         return len(self.frame_pts)
 
+    def keeping(self, delivered_pts: list[int]) -> VideoInfo:
+        """This timing for only the frames a decoder delivered (ffmpeg skips frames it
+        cannot decode): each lasts until the next delivered one."""
+        indices = [self._nearest_frame(pts) for pts in delivered_pts]
+        if len(set(indices)) != len(indices) or indices != sorted(indices):
+            raise MatteError("the decoded frames' timestamps do not match the file's frames")
+        kept_pts = tuple(self.frame_pts[index] for index in indices)
+        durations = _frame_durations(kept_pts, self.frame_durations[indices[-1]], self.time_base,
+                                     self.average_rate)
+        return replace(self, frame_pts=kept_pts, frame_durations=tuple(durations))
+
+    def _nearest_frame(self, pts: int) -> int:
+        after = bisect.bisect_left(self.frame_pts, pts)
+        candidates = [index for index in (after - 1, after) if 0 <= index < self.frame_count]
+        return min(candidates, key=lambda index: abs(self.frame_pts[index] - pts))
+
 
 def open_container(path: Path) -> av.container.InputContainer:
     if not path.exists():
@@ -52,15 +69,31 @@ def _display_geometry(container: av.container.InputContainer, stream: av.VideoSt
     ffmpeg's decoder applies the display matrix (autorotate), so a source stored
     landscape with a 90-degree matrix is decoded, and matted, in portrait.
     """
-    try:
-        first_frame = next(container.decode(stream))
-    except (StopIteration, av.error.FFmpegError):
-        raise MatteError(f"{path}: the video stream has no decodable frame") from None
+    first_frame = _first_decodable_frame(container, stream)
+    if first_frame is None:
+        raise MatteError(f"{path}: the video stream has no decodable frame")
     sar = stream.sample_aspect_ratio
     sar = Fraction(sar.numerator, sar.denominator) if sar and sar.numerator else None
     if round(first_frame.rotation) % 180:
         return first_frame.height, first_frame.width, (1 / sar if sar else None)
     return first_frame.width, first_frame.height, sar
+
+
+def _first_decodable_frame(container: av.container.InputContainer,
+                           stream: av.VideoStream) -> av.VideoFrame | None:
+    """The first frame the decoder delivers, past packets it rejects, as ffmpeg goes on."""
+    decoder = stream.codec_context
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = decoder.decode(packet)  # the final, empty packet flushes the decoder
+            except av.error.FFmpegError:
+                continue
+            if frames:
+                return frames[0]
+    except av.error.FFmpegError:
+        pass  # a demuxing error: no frame reached the decoder
+    return None
 
 
 def _packet_times(container: av.container.InputContainer, stream: av.VideoStream,
@@ -105,8 +138,12 @@ def probe_video(path: Path) -> VideoInfo:
         time_base = Fraction(stream.time_base.numerator, stream.time_base.denominator)
         average_rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
         times = _presentation_times(_packet_times(container, stream, path), time_base, average_rate)
+        indexed = stream.frames
     if not times:
         raise MatteError(f"{path}: the video stream has no frames")
+    if indexed > len(times):
+        raise MatteError(f"{path} is truncated: its index lists {indexed} frames, the file holds "
+                         f"{len(times)}")
     pts = tuple(frame_pts for frame_pts, _ in times)
     durations = tuple(_frame_durations(pts, times[-1][1], time_base, average_rate))
     return VideoInfo(width, height, pts, durations, time_base, average_rate, sar)

@@ -102,7 +102,7 @@ class DeviceStages:
             except MatteError as refused:  # NVDEC or DALI turned the stream down
                 reason = str(refused)
         announce(f"note: {reason}; decoding with ffmpeg on the CPU instead")
-        return FrameReader(source)
+        return FrameReader(source, time_base=info.time_base)
 
     def batches(self) -> Iterator[_Batch]:
         if isinstance(self._reader, DaliFrameReader):
@@ -141,8 +141,12 @@ class DeviceStages:
         """The writer is through with a slot's masks: inference may fill it again."""
         self._free.put(computed.slot)
 
-    def check_frame_count(self, expected: int) -> None:
-        self._reader.check_frame_count(expected)
+    @property
+    def concealed(self) -> int:
+        return self._reader.concealed
+
+    def delivered_timing(self, listed: VideoInfo) -> VideoInfo:
+        return self._reader.delivered_timing(listed)
 
     def stop(self) -> None:
         if isinstance(self._reader, DaliFrameReader):

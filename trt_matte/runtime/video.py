@@ -13,6 +13,7 @@ The same encoder process writes the composites and alpha videos (``outputs``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
@@ -37,6 +38,17 @@ class VideoResult:
     info: VideoInfo | None  # None when nothing was written (the source was not probed)
     outputs: dict[str, Path] = field(default_factory=dict)  # what this run wrote: kind -> path
     kept: dict[str, Path] = field(default_factory=dict)  # outputs that existed and were kept
+    # Damaged source frames: ``skipped`` ones ffmpeg could not decode (the matte skips them
+    # as ffmpeg does), ``concealed`` ones its decoder patched up and delivered.
+    skipped: int = 0
+    concealed: int = 0
+
+    def damage_note(self) -> str:
+        """What the end report says of damaged frames ("" for none)."""
+        parts = [f"{self.skipped} skipped, as ffmpeg skips them"] if self.skipped else []
+        parts += [f"{self.concealed} concealed by the decoder"] if self.concealed else []
+        damaged = self.skipped + self.concealed
+        return f"; ffmpeg reported {damaged} damaged frame{'s' * (damaged != 1)}: {', '.join(parts)}" if parts else ""
 
 
 class MatteStages(Protocol):
@@ -58,8 +70,11 @@ class MatteStages(Protocol):
     def done(self, computed: Any) -> None:
         """The writer is through with a computed batch's masks."""
 
-    def check_frame_count(self, expected: int) -> None:
-        """After the run: every frame of the source was read."""
+    # Frames the decoder reported damaged but delivered; known after the run.
+    concealed: int
+
+    def delivered_timing(self, listed: VideoInfo) -> VideoInfo:
+        """After the run: the source's timing for the frames the decoder delivered."""
 
     def stop(self) -> None:
         """Stop decoding now, so a blocked read ends; idempotent."""
@@ -73,8 +88,8 @@ class HostStages:
 
     full_size = False
 
-    def __init__(self, source: Path, backend: Backend, batch_size: int):
-        self._reader = FrameReader(source)
+    def __init__(self, source: Path, time_base: Fraction, backend: Backend, batch_size: int):
+        self._reader = FrameReader(source, time_base=time_base)
         self._backend = backend
         self._batch_size = batch_size
 
@@ -90,8 +105,12 @@ class HostStages:
     def done(self, computed: np.ndarray) -> None:
         pass
 
-    def check_frame_count(self, expected: int) -> None:
-        self._reader.check_frame_count(expected)
+    @property
+    def concealed(self) -> int:
+        return self._reader.concealed
+
+    def delivered_timing(self, listed: VideoInfo) -> VideoInfo:
+        return self._reader.delivered_timing(listed)
 
     def stop(self) -> None:
         self._reader.kill()
@@ -105,7 +124,7 @@ def _stages_for(source: Path, info: VideoInfo, backend: Backend, batch_size: int
     if backend.takes_device_batches:
         from .gpu_video import DeviceStages  # CUDA imports only where a GPU backend runs
         return DeviceStages(source, info, backend, min(batch_size, backend.preferred_batch), announce)
-    return HostStages(source, backend, batch_size)
+    return HostStages(source, info.time_base, backend, batch_size)
 
 
 def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_size: int | None = None,
@@ -138,14 +157,16 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
     smoother = MaskSmoother(smooth)  # checks the strength before any process or buffer exists
     with staged_outputs(written) as staging:
         stages = _stages_for(source, info, backend, batch_size or backend.preferred_batch, announce)
-        _encode(source, staging.encoded, info, stages, progress, crf, background, smoother)
-        publish(staging, info, source if audio else None)
-    return VideoResult(targets[kinds[0]], info.frame_count, info, written, kept)
+        delivered = _encode(source, staging.encoded, info, stages, progress, crf, background, smoother)
+        publish(staging, delivered, source if audio else None)
+    return VideoResult(targets[kinds[0]], delivered.frame_count, delivered, written, kept,
+                       skipped=info.frame_count - delivered.frame_count, concealed=stages.concealed)
 
 
 def _encode(source: Path, destinations: Mapping[str, Path], info: VideoInfo, stages: MatteStages, progress: bool,
-            crf: int, background: Background | None, smoother: MaskSmoother) -> None:
-    """Run the stages into the encoder; this function owns ``stages`` from here on."""
+            crf: int, background: Background | None, smoother: MaskSmoother) -> VideoInfo:
+    """Run the stages into the encoder; this function owns ``stages`` from here on.
+    Returns the timing of the frames encoded: ``info``'s, less those ffmpeg skipped as damaged."""
     try:
         encoder = MatteEncoder(destinations, info, crf, full_size=stages.full_size, source=source,
                                background=background)
@@ -177,4 +198,4 @@ def _encode(source: Path, destinations: Mapping[str, Path], info: VideoInfo, sta
     finally:
         bar.close()
         stop()
-    stages.check_frame_count(info.frame_count)
+    return stages.delivered_timing(info)
