@@ -1,19 +1,27 @@
-"""CPU benchmark: trt-matte end to end against the bare model and a rembg-style peer.
+"""CPU benchmark: trt-matte end to end on each CPU backend, against the bare model and a
+rembg-style peer.
 
 One run, one clip, one model, one thread count:
 
 1. ffmpeg makes a 1080p H.264 test clip (Lanczos, x264 crf 18) from ``--clip``,
    looping the source until it has ``--frames`` frames;
-2. model-only: the matte graph's backend on pre-decoded 320x320 batches;
-3. trt-matte: ``matte_video`` on the test clip (decode, inference and encode overlapped);
-4. frame-by-frame: a rembg-style loop, one frame at a time with Pillow resizes and an
+2. for each variant (ONNX Runtime FP32 and INT8, OpenVINO FP32 and INT8 where OpenVINO
+   is installed; INT8 calibrated, untimed, on ``--calibration-frames`` frames of
+   ``--clip`` through ``trt_matte.calibrate``):
+   model-only (the matte graph on pre-decoded 320x320 batches) and trt-matte
+   (``matte_video`` on the test clip: decode, inference and encode overlapped);
+3. frame-by-frame: a rembg-style loop, one frame at a time with Pillow resizes and an
    ONNX Runtime session on the raw model file, between two ffmpeg pipes;
-5. model-only and trt-matte again with the INT8 graph, calibrated (untimed) on
-   ``--calibration-frames`` frames of ``--clip`` through ``trt_matte.calibrate``;
+4. decode alone (ffmpeg to 320x320 RGB) and encode alone (the matte encoder fed masks),
+   whose CPU seconds per frame, with the model-only stage's, give what the cores allow
+   end to end: cores / (decode + inference + encode CPU seconds per frame);
 
-then prints frames, seconds, fps and peak RSS per stage, the INT8 calibration's accuracy,
-and the targets (end-to-end >= 0.90 x model-only, >= 1.15 x frame-by-frame, peak RSS
-<= 1.5 GB, INT8 end-to-end >= 2 x FP32 end-to-end).
+then prints frames, seconds, fps, CPU seconds per frame and peak RSS per stage, the INT8
+calibration's accuracy, and the targets: end-to-end >= 0.90 x model-only and >= 1.15 x
+frame-by-frame, peak RSS <= 1.5 GB, ONNX Runtime INT8 end-to-end >= 2 x FP32; OpenVINO
+FP32 end-to-end >= 1.08 x ONNX Runtime FP32 with masks within 0.5/255, OpenVINO INT8
+end-to-end >= 1.5 x ONNX Runtime INT8 and >= 3 x ONNX Runtime FP32, and OpenVINO's end
+to end >= 85% of what the cores allow.
 
 Each stage runs in its own Python process (this script re-invoked with a hidden
 ``--stage``), so peak RSS is measured per stage. Session creation and one warm-up
@@ -26,7 +34,7 @@ Usage:
                                 [--batch N] [--clip PATH [--no-upscale]] [--json PATH]
                                 [--calibration-frames N | --no-int8]
 
-    python scripts/bench_cpu.py                      # u2netp, 96 frames, ORT's default threads
+    python scripts/bench_cpu.py                      # u2netp, 96 frames, the runtimes' default threads
     python scripts/bench_cpu.py --threads 1 --json bench.json
     python scripts/bench_cpu.py --clip my1080p.mp4 --no-upscale   # the clip as-is, every frame
 """
@@ -44,6 +52,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -52,14 +61,17 @@ from PIL import Image
 from trt_matte.build_engine.matte_graph import IMAGENET_MEAN, IMAGENET_STD, matte_graph_path
 from trt_matte.models import MODEL_SIZE
 from trt_matte.calibration.store import current_calibration, load_report, network_for
+from trt_matte.accuracy import mean_abs_error
+from trt_matte.api import OPENVINO_FLAVOUR, openvino_available
 from trt_matte.engine.backend import Backend
 from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
 from trt_matte.errors import MatteError
 from trt_matte.models import cache_dir, resolve_model
+from trt_matte.media.encoder import MatteEncoder
 from trt_matte.media.ffmpeg import ffmpeg_exe
+from trt_matte.media.frame_reader import DOWNSCALE_FILTER, FrameReader
 from trt_matte.media.probe import probe_video
 from trt_matte.media.outputs import DEFAULT_CRF, MATTE, X264_PRESETS
-from trt_matte.media.frame_reader import DOWNSCALE_FILTER
 from trt_matte.runtime.video import matte_video
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -74,12 +86,17 @@ DEFAULT_FRAMES = 96
 TEST_WIDTH, TEST_HEIGHT = 1920, 1080
 TEST_CLIP_CRF = 18
 
-FP32_STAGES = ("model-only", "trt-matte", "frame-by-frame")
-INT8_STAGES = ("model-only int8", "trt-matte int8")
-STAGES = FP32_STAGES + INT8_STAGES
+# What runs each variant's graph: "ort fp32", "ort int8", "ov fp32", "ov int8".
+RUNTIMES = {"ort": "onnxruntime", "ov": "openvino"}
+PEER_STAGE, DECODE_STAGE, ENCODE_STAGE = "frame-by-frame", "decode alone", "encode alone"
 MIN_E2E_VS_MODEL = 0.90
 MIN_E2E_VS_PEER = 1.15
 MIN_INT8_VS_FP32 = 2.0
+MIN_OPENVINO_FP32 = 1.08  # x ONNX Runtime FP32 end to end
+MAX_OPENVINO_FP32_MAE = 0.5  # /255, OpenVINO FP32 masks against ONNX Runtime's
+MIN_OPENVINO_INT8 = 1.5  # x ONNX Runtime INT8 end to end
+MIN_OPENVINO_INT8_VS_FP32 = 3.0  # x ONNX Runtime FP32 end to end
+MIN_SHARE_OF_CORES = 0.85  # end to end against what the cores allow
 DEFAULT_CALIBRATION_FRAMES = 32
 MAX_RSS_MB = 1.5 * 1024
 # Above this share of the CPUs busy with other work, fps comparisons mean little.
@@ -101,8 +118,7 @@ class Plan:
     """Everything a stage process needs; passed to it as JSON."""
 
     model: str
-    graph: str
-    int8_graph: str | None
+    graphs: dict[str, str]  # variant ("ort fp32", ...) -> its matte graph
     int8_accuracy: str | None
     clip: str
     clip_width: int
@@ -118,6 +134,7 @@ class Plan:
 class StageResult:
     frames: int
     seconds: float
+    cpu_seconds: float  # this stage's process and its ffmpeg children
     python_mb: float
     children_mb: float
     # Share of all CPUs that other processes kept busy during the stage: the machine
@@ -131,6 +148,10 @@ class StageResult:
     @property
     def rss_mb(self) -> float:
         return self.python_mb + self.children_mb
+
+    @property
+    def cpu_per_frame(self) -> float:
+        return self.cpu_seconds / self.frames
 
 
 # ---- ffmpeg helpers -------------------------------------------------------------------
@@ -255,30 +276,57 @@ class ChildPeaks:
 
 # ---- stages (each runs in its own process) --------------------------------------------
 
-def _warm_backend(plan: Plan, graph: str) -> tuple[Backend, int]:
-    """Open a matte graph's CPU backend and run it once: ORT sizes its buffers on the first run."""
-    backend = OnnxRuntimeBackend(Path(graph), device="cpu", threads=plan.threads)
+def _warm_backend(plan: Plan, variant: str) -> tuple[Backend, int]:
+    """Open a variant's backend and run it once: runtimes size their buffers on the first run."""
+    graph = Path(plan.graphs[variant])
+    if variant.startswith("ov "):
+        from trt_matte.engine.openvino_backend import OpenVinoBackend
+        backend: Backend = OpenVinoBackend(graph, cache_dir() / "openvino", threads=plan.threads)
+    else:
+        backend = OnnxRuntimeBackend(graph, device="cpu", threads=plan.threads)
     batch_size = plan.batch or backend.preferred_batch
     backend.run(np.zeros((batch_size, MODEL_SIZE, MODEL_SIZE, 3), np.uint8))
     return backend, batch_size
 
 
-def stage_model_only(plan: Plan, graph: str) -> tuple[int, float]:
-    backend, batch_size = _warm_backend(plan, graph)
+def masks_file(plan: Plan, variant: str) -> Path:
+    return Path(plan.work_dir) / f"masks {variant}.npy"
+
+
+def stage_model_only(plan: Plan, variant: str) -> tuple[int, float]:
+    backend, batch_size = _warm_backend(plan, variant)
     frames = np.load(plan.batches)
     batches = [frames[start:start + batch_size] for start in range(0, len(frames), batch_size)]
     start = time.perf_counter()
-    for batch in batches:
-        backend.run(batch)
-    return len(frames), time.perf_counter() - start
+    masks = [backend.run(batch) for batch in batches]
+    seconds = time.perf_counter() - start
+    np.save(masks_file(plan, variant), np.concatenate(masks))  # compared across variants, untimed
+    return len(frames), seconds
 
 
-def stage_trt_matte(plan: Plan, graph: str) -> tuple[int, float]:
-    backend, batch_size = _warm_backend(plan, graph)
+def stage_trt_matte(plan: Plan, variant: str) -> tuple[int, float]:
+    backend, batch_size = _warm_backend(plan, variant)
     start = time.perf_counter()
     result = matte_video(Path(plan.clip), Path(plan.work_dir) / "trt-matte.mp4", backend,
-                         batch_size=batch_size, progress=False)
+                         batch_size=batch_size, progress=False, overwrite=True)
     return result.frames, time.perf_counter() - start
+
+
+def stage_decode(plan: Plan) -> tuple[int, float]:
+    start = time.perf_counter()
+    frames = sum(len(batch) for batch in FrameReader(Path(plan.clip)).batches(8))
+    return frames, time.perf_counter() - start
+
+
+def stage_encode(plan: Plan) -> tuple[int, float]:
+    masks = np.load(masks_file(plan, "ort fp32"))
+    info = probe_video(Path(plan.clip))
+    start = time.perf_counter()
+    encoder = MatteEncoder(Path(plan.work_dir) / "encoded.mp4", info)
+    for frame in range(0, len(masks), 8):
+        encoder.write(masks[frame:frame + 8])
+    encoder.finish()
+    return len(masks), time.perf_counter() - start
 
 
 def peer_session(model: str, providers: list[str], threads: int | None) -> tuple[ort.InferenceSession, str]:
@@ -353,21 +401,31 @@ def stage_frame_by_frame(plan: Plan) -> tuple[int, float]:
                     Path(plan.work_dir) / "peer.mp4")
 
 
-STAGE_FUNCTIONS = {
-    "model-only": lambda plan: stage_model_only(plan, plan.graph),
-    "trt-matte": lambda plan: stage_trt_matte(plan, plan.graph),
-    "frame-by-frame": stage_frame_by_frame,
-    "model-only int8": lambda plan: stage_model_only(plan, plan.int8_graph),
-    "trt-matte int8": lambda plan: stage_trt_matte(plan, plan.int8_graph),
-}
+def stage_function(name: str) -> Callable[[Plan], tuple[int, float]]:
+    """What a stage name runs: the fixed stages, or "model-only <variant>" / "trt-matte <variant>"."""
+    fixed = {PEER_STAGE: stage_frame_by_frame, DECODE_STAGE: stage_decode, ENCODE_STAGE: stage_encode}
+    if name in fixed:
+        return fixed[name]
+    kind, variant = name.split(" ", 1)
+    run = {"model-only": stage_model_only, "trt-matte": stage_trt_matte}[kind]
+    return lambda plan: run(plan, variant)
+
+
+def stage_names(plan: Plan) -> list[str]:
+    """In run order: the encode stage reads the masks the "ort fp32" model-only stage saved."""
+    per_variant = [f"{kind} {variant}" for variant in plan.graphs for kind in ("model-only", "trt-matte")]
+    return [*per_variant, PEER_STAGE, DECODE_STAGE, ENCODE_STAGE]
 
 
 def run_stage(name: str, plan: Plan) -> None:
     """Inside the stage process: run it and print one JSON line for the parent."""
+    run = stage_function(name)
     with ChildPeaks() as children:
-        frames, seconds = STAGE_FUNCTIONS[name](plan)
+        cpu_before = own_cpu_seconds()
+        frames, seconds = run(plan)
+        cpu_seconds = own_cpu_seconds() - cpu_before
     python_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MB
-    print(json.dumps({"frames": frames, "seconds": seconds, "python_mb": python_mb,
+    print(json.dumps({"frames": frames, "seconds": seconds, "cpu_seconds": cpu_seconds, "python_mb": python_mb,
                       "children_mb": children.total_mb()}))
 
 
@@ -395,8 +453,12 @@ def prepare(args: argparse.Namespace, work_dir: Path) -> Plan:
     if not args.clip.is_file():
         raise BenchError(f"no such clip: {args.clip}")
     model = model_path(args.model)
-    graph = matte_graph_path(model, cache_dir())
-    int8_graph, int8_accuracy = (None, None) if args.no_int8 else calibrated_graph(model, args)
+    runtimes = ["ort", "ov"] if openvino_available() else ["ort"]
+    graphs = {f"{runtime} fp32": str(matte_graph_path(model, cache_dir())) for runtime in runtimes}
+    int8_accuracy = None
+    if not args.no_int8:
+        int8_graphs, int8_accuracy = calibrated_graphs(model, args)
+        graphs.update({f"{runtime} int8": int8_graphs[runtime] for runtime in runtimes})
     clip = args.clip
     if not args.no_upscale:
         clip = work_dir / f"test-{TEST_HEIGHT}p.mp4"
@@ -404,13 +466,14 @@ def prepare(args: argparse.Namespace, work_dir: Path) -> Plan:
     info = probe_video(clip)
     batches = work_dir / "batches.npy"
     save_model_batches(clip, batches)
-    return Plan(str(model), str(graph), int8_graph, int8_accuracy, str(clip), info.width, info.height,
+    return Plan(str(model), graphs, int8_accuracy, str(clip), info.width, info.height,
                 str(info.average_rate),
                 str(batches), str(work_dir), args.threads, args.batch)
 
 
-def calibrated_graph(model: Path, args: argparse.Namespace) -> tuple[str, str]:
-    """The INT8 matte graph, calibrated on frames of the source clip, and its accuracy line.
+def calibrated_graphs(model: Path, args: argparse.Namespace) -> tuple[dict[str, str], str]:
+    """Each runtime's INT8 matte graph, calibrated on frames of the source clip, and the
+    calibration's accuracy line.
 
     The calibration runs in its own process: a stage process forked from a parent that
     held the calibration's memory would start with that peak RSS on record.
@@ -420,12 +483,15 @@ def calibrated_graph(model: Path, args: argparse.Namespace) -> tuple[str, str]:
     if done.returncode != 0:
         raise BenchError(f"calibration failed: {done.stderr.strip()}")
     report = load_report(current_calibration(model, cache_dir(), model.name))
-    network = network_for(model, cache_dir(), "int8", "cpu", accept_below_gate=True)
+    flavours = {"ort": "cpu", "ov": OPENVINO_FLAVOUR}
+    graphs = {runtime: str(matte_graph_path(network_for(model, cache_dir(), "int8", flavour, accept_below_gate=True),
+                                            cache_dir(), "int8"))
+              for runtime, flavour in flavours.items()}
     accuracy = report.accuracy["cpu"]
     line = (f"INT8 graph vs FP32 on {report.held_back_frames} held-back frames: IoU {accuracy.iou_mean:.4f} "
             f"(min {accuracy.iou_min:.4f}), mean abs error {accuracy.mean_abs_error:.2f}/255, "
             f"calibrated on {report.calibration_frames} frames")
-    return str(matte_graph_path(network, cache_dir(), "int8")), line
+    return graphs, line
 
 
 @dataclass(frozen=True)
@@ -447,35 +513,81 @@ class Check:
         return f"{self.name:<30}{value:>9}  target {target:<11}{'PASS' if self.passed else 'FAIL'}"
 
 
-def checks(results: dict[str, StageResult]) -> list[Check]:
-    e2e = results["trt-matte"]
+def cores_allow_fps(results: dict[str, StageResult], variant: str) -> float:
+    """End-to-end frames/s the cores allow: decode, inference and encode each cost their
+    CPU seconds per frame measured alone, and the pipeline overlaps them on every core."""
+    spent = sum(results[name].cpu_per_frame for name in (DECODE_STAGE, f"model-only {variant}", ENCODE_STAGE))
+    return (os.cpu_count() or 1) / spent
+
+
+def checks(results: dict[str, StageResult], work_dir: Path) -> list[Check]:
+    def e2e(variant: str) -> float:
+        return results[f"trt-matte {variant}"].fps
+
     found = [
-        Check("end-to-end / model-only", e2e.fps / results["model-only"].fps, MIN_E2E_VS_MODEL, True, "", 3),
-        Check("end-to-end / frame-by-frame", e2e.fps / results["frame-by-frame"].fps, MIN_E2E_VS_PEER, True,
+        Check("end-to-end / model-only", e2e("ort fp32") / results["model-only ort fp32"].fps, MIN_E2E_VS_MODEL,
+              True, "", 3),
+        Check("end-to-end / frame-by-frame", e2e("ort fp32") / results[PEER_STAGE].fps, MIN_E2E_VS_PEER, True,
               "x", 3),
-        Check("trt-matte peak RSS", e2e.rss_mb, MAX_RSS_MB, False, " MB", 0),
+        Check("trt-matte peak RSS", max(result.rss_mb for name, result in results.items()
+                                        if name.startswith("trt-matte")), MAX_RSS_MB, False, " MB", 0),
     ]
-    if "trt-matte int8" in results:
-        found.append(Check("INT8 / FP32 end-to-end", results["trt-matte int8"].fps / e2e.fps, MIN_INT8_VS_FP32,
+    if "trt-matte ort int8" in results:
+        found.append(Check("ORT INT8 / FP32 end-to-end", e2e("ort int8") / e2e("ort fp32"), MIN_INT8_VS_FP32,
                            True, "x", 3))
+    if "trt-matte ov fp32" in results:
+        masks_mae = mean_abs_error(np.load(work_dir / "masks ov fp32.npy"), np.load(work_dir / "masks ort fp32.npy"))
+        found += [
+            Check("OV FP32 / ORT FP32 e2e", e2e("ov fp32") / e2e("ort fp32"), MIN_OPENVINO_FP32, True, "x", 3),
+            Check("OV FP32 masks vs ORT, MAE", masks_mae, MAX_OPENVINO_FP32_MAE, False, "", 3),
+            Check("OV FP32 e2e / cores allow", e2e("ov fp32") / cores_allow_fps(results, "ov fp32"),
+                  MIN_SHARE_OF_CORES, True, "", 3),
+        ]
+    if "trt-matte ov int8" in results:
+        found += [
+            Check("OV INT8 / ORT INT8 e2e", e2e("ov int8") / e2e("ort int8"), MIN_OPENVINO_INT8, True, "x", 3),
+            Check("OV INT8 / ORT FP32 e2e", e2e("ov int8") / e2e("ort fp32"), MIN_OPENVINO_INT8_VS_FP32, True,
+                  "x", 3),
+            Check("OV INT8 e2e / cores allow", e2e("ov int8") / cores_allow_fps(results, "ov int8"),
+                  MIN_SHARE_OF_CORES, True, "", 3),
+        ]
     return found
 
 
 def describe(plan: Plan) -> dict:
     return {"model": plan.model, "clip": f"{plan.clip_width}x{plan.clip_height}", "threads": plan.threads,
-            "batch": plan.batch, "cpus": os.cpu_count(), "onnxruntime": ort.__version__,
-            "machine": platform.machine(), "int8_accuracy": plan.int8_accuracy}
+            "batch": plan.batch, "cpus": os.cpu_count(), "cpu": cpu_name(), "onnxruntime": ort.__version__,
+            "openvino": _openvino_version(), "machine": platform.machine(), "int8_accuracy": plan.int8_accuracy}
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def _openvino_version() -> str | None:
+    if not openvino_available():
+        return None
+    import openvino
+    return openvino.__version__.split("-")[0]
 
 
 def print_report(config: dict, results: dict[str, StageResult], verdicts: list[Check]) -> None:
     print(f"model {Path(config['model']).name}, clip {config['clip']}, "
-          f"threads {config['threads'] or 'ORT default'}, batch {config['batch'] or 'backend default'}, "
-          f"{config['cpus']} CPUs, onnxruntime {config['onnxruntime']}")
-    print(f"{'stage':<16}{'frames':>7}{'seconds':>9}{'fps':>8}{'peak RSS MB':>13}{'other CPU':>11}"
-          "  (RSS: python + ffmpeg)")
+          f"threads {config['threads'] or 'runtime default'}, batch {config['batch'] or 'backend default'}, "
+          f"{config['cpus']} CPUs ({config['cpu']}), onnxruntime {config['onnxruntime']}, "
+          f"openvino {config['openvino'] or 'not installed'}")
+    print(f"{'stage':<22}{'frames':>7}{'seconds':>9}{'fps':>8}{'CPU s/frame':>12}{'peak RSS MB':>13}"
+          f"{'other CPU':>11}  (RSS: python + ffmpeg)")
     for name, result in results.items():
-        print(f"{name:<16}{result.frames:>7}{result.seconds:>9.2f}{result.fps:>8.2f}{result.rss_mb:>13.0f}"
-              f"{result.others_cpu:>10.0%}  ({result.python_mb:.0f} + {result.children_mb:.0f})")
+        print(f"{name:<22}{result.frames:>7}{result.seconds:>9.2f}{result.fps:>8.2f}{result.cpu_per_frame:>12.3f}"
+              f"{result.rss_mb:>13.0f}{result.others_cpu:>10.0%}  ({result.python_mb:.0f} + {result.children_mb:.0f})")
+    fp32_e2e = results["trt-matte ort fp32"].fps
+    print("end to end vs ONNX Runtime FP32: " + ", ".join(
+        f"{name.removeprefix('trt-matte ')} {result.fps / fp32_e2e:.2f}x" for name, result in results.items()
+        if name.startswith("trt-matte")))
     if config["int8_accuracy"]:
         print(config["int8_accuracy"])
     busiest = max(result.others_cpu for result in results.values())
@@ -505,7 +617,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="registry name or .onnx path "
                         f"(default: {DEFAULT_MODEL_FILE} if present, else the registry default)")
-    parser.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: ORT's)")
+    parser.add_argument("--threads", type=positive_int, help="inference threads (default: each runtime's own)")
     parser.add_argument("--frames", type=positive_int, default=DEFAULT_FRAMES,
                         help=f"frames in the test clip (default {DEFAULT_FRAMES})")
     parser.add_argument("--batch", type=positive_int, help="batch size (default: the backend's preferred)")
@@ -516,7 +628,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calibration-frames", type=positive_int, default=DEFAULT_CALIBRATION_FRAMES,
                         help=f"frames of --clip the INT8 graph is calibrated on (default {DEFAULT_CALIBRATION_FRAMES})")
     parser.add_argument("--no-int8", action="store_true", help="leave out the INT8 stages")
-    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -529,10 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-cpu-") as work_dir:
             plan = prepare(args, Path(work_dir))
-            stages = FP32_STAGES if plan.int8_graph is None else STAGES
-            results = {name: measure_stage(name, plan) for name in stages}
+            results = {name: measure_stage(name, plan) for name in stage_names(plan)}
+            verdicts = checks(results, Path(work_dir))
         config = describe(plan)
-        verdicts = checks(results)
         print_report(config, results, verdicts)
         if args.json:
             write_json(args.json, config, results, verdicts)

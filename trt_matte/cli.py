@@ -46,15 +46,16 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", metavar="NAME|PATH",
                        help=f"one of {', '.join(MODELS)} (default {DEFAULT_MODEL}), or a rembg U²-Net .onnx file")
     group.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                       help="inference backend (default: auto)")
+                       help="inference backend (default: auto: TensorRT on an NVIDIA GPU, else OpenVINO on "
+                            "the CPU where installed, else ONNX Runtime)")
     group.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                        help="auto picks CUDA when the backend can use it, else the CPU (default: auto)")
     group.add_argument("--threads", type=argparse_addons.Integer(1, 1024), metavar="N",
-                       help="CPU inference threads (default: ONNX Runtime's choice)")
+                       help="CPU inference threads (default: the runtime's choice, one per core)")
     group.add_argument("--batch", type=argparse_addons.Integer(1, 1024), metavar="N",
                        help="frames per inference call (default: 1 on the CPU, 16 on the GPU)")
     group.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
-                       help="auto: fp16 on TensorRT, fp32 on ONNX Runtime; int8 needs 'trt-matte calibrate' first")
+                       help="auto: fp16 on TensorRT, fp32 on the CPU; int8 needs 'trt-matte calibrate' first")
     group.add_argument("--force", action="store_true",
                        help=f"with --precision int8, use a calibration whose IoU against FP32 is below {GATE_IOU}")
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
