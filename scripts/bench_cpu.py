@@ -488,8 +488,8 @@ def calibrated_graphs(model: Path, args: argparse.Namespace) -> tuple[dict[str, 
                                             cache_dir(), "int8"))
               for runtime, flavour in flavours.items()}
     accuracy = report.accuracy["cpu"]
-    line = (f"INT8 graph vs FP32 on {report.held_back_frames} held-back frames: IoU {accuracy.iou_mean:.4f} "
-            f"(min {accuracy.iou_min:.4f}), mean abs error {accuracy.mean_abs_error:.2f}/255, "
+    line = (f"INT8 graph vs FP32 on {report.held_back_frames} held-back frames: IoU {accuracy.iou:.4f} "
+            f"(worst frame {accuracy.iou_worst:.4f}), mean abs error {accuracy.mean_abs_error:.2f}/255, "
             f"calibrated on {report.calibration_frames} frames")
     return graphs, line
 

@@ -50,11 +50,11 @@ def test_mean_abs_error_does_not_wrap_around():
     assert mean_abs_error(np.array([[10, 250]], np.uint8), np.array([[20, 240]], np.uint8)) == 10.0
 
 
-def test_compare_masks_reports_mean_and_worst_frame_and_the_gate():
+def test_compare_masks_reports_pooled_and_worst_frame_and_the_gate():
     reference = np.stack([mask(["##", "##"]), mask(["##", "##"])])
     candidate = np.stack([mask(["##", "##"]), mask(["#.", ".."])])
     accuracy = compare_masks(reference, candidate)
-    assert accuracy == Accuracy(iou_mean=0.625, iou_min=0.25, mean_abs_error=round(3 * 255 / 8, 4))
+    assert accuracy == Accuracy(iou=5 / 8, iou_worst=0.25, mean_abs_error=round(3 * 255 / 8, 4))
     assert not accuracy.passes
     assert Accuracy(GATE_IOU, 0.5, 3.0).passes and not Accuracy(GATE_IOU - 1e-6, 1.0, 0.0).passes
 

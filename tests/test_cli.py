@@ -777,7 +777,7 @@ def test_int8_gate_through_the_cli(ffmpeg_exe, tiny_conv_model, tmp_path):
     report = current_calibration(tiny_conv_model, Path(os.environ["TRT_MATTE_HOME"]), "tiny") / REPORT_NAME
     original = report.read_text()
     stored = json.loads(original)
-    stored["accuracy"]["cpu"]["iou_mean"] = 0.31
+    stored["accuracy"]["cpu"]["iou"] = 0.31
     report.write_text(json.dumps(stored))
     try:
         refused = run_cli(video("clip.mp4", "--precision", "int8", "-q", *model), cwd=tmp_path)
@@ -966,3 +966,19 @@ def test_a_full_disk_is_named_with_the_space_left_and_leaves_nothing(ffmpeg_exe,
     line = assert_one_line_error(result, f"the disk holding {small_disk} is full")
     assert re.search(r"full: [\d.]+ (bytes|kB) free there, after writing [\d.]+ (bytes|kB|MB)", line), line
     assert os.listdir(small_disk) == []
+
+
+def test_images_onto_a_full_disk_name_the_space_left_and_what_was_written(tiny_model, small_disk, tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    noise = np.random.default_rng(0)
+    for index in range(12):  # incompressible RGBA cutouts of ~60 kB each: the 256 kB disk fills
+        Image.fromarray(noise.integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(photos / f"{index:02}.png")
+    result = run_cli(images("photos", "-o", str(small_disk / "masks"), "--cutout", "-q", "--model", str(tiny_model)),
+                     cwd=tmp_path)
+    line = assert_one_line_error(result, f"the disk holding {small_disk / 'masks'} is full")
+    assert re.search(r"full: [\d.]+ (bytes|kB) free there, after writing [\d.]+ (bytes|kB)", line), line
+    left = sorted(path.name for path in (small_disk / "masks").iterdir()) if (small_disk / "masks").exists() else []
+    assert all(not name.startswith(".") for name in left), left  # finished outputs only, no temporaries

@@ -19,7 +19,7 @@ engine builder, and wires the pipelines. Lower layers never choose for themselve
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -33,7 +33,7 @@ from .build_engine.tensorrt_build import (DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_S
                                           require_tensorrt_gpu)
 from .calibration.calibrate import DEFAULT_FRAMES
 from .calibration.calibrate import calibrate as calibrate_model
-from .calibration.store import CalibrationReport, network_for
+from .calibration.store import CalibrationReport, current_calibration, load_report, network_for
 from .cuda import gpu_count
 from .engine.backend import Backend
 from .engine.onnxruntime_backend import OnnxRuntimeBackend
@@ -42,8 +42,9 @@ from .media.frame_reader import FrameReader
 from .media.outputs import DEFAULT_CRF, DEFAULT_OUTPUTS
 from .media.pictures import mask_at_size, model_input, to_rgb
 from .media.probe import VideoInfo, probe_video
-from .models import cache_dir, resolve_model
+from .models import MODELS, cache_dir, resolve_model
 from .onnxruntime_sessions import CUDA_PROVIDER
+from .runtime.guard import PrecisionGuard
 from .runtime.images import ImagesReport, process_images
 from .runtime.stages import StagesStuck
 from .runtime.video import VideoResult, matte_video
@@ -136,6 +137,14 @@ def _open_openvino(request: BackendRequest) -> Backend:
     return OpenVinoBackend(graph, request.cache_dir / "openvino", threads=request.threads)
 
 
+def reference_request(request: BackendRequest, reduced: Backend) -> BackendRequest:
+    """The FP32 backend a reduced-precision one is checked against: the same runtime on the
+    CPU; on a GPU, ONNX Runtime (CUDA where installed, else the CPU), never a second engine."""
+    on_cpu = reduced.device == "cpu" and not reduced.takes_device_batches
+    return replace(request, backend=reduced.name if on_cpu else "onnxruntime",
+                   device="cpu" if on_cpu else "auto", precision="fp32", accept_below_gate=False)
+
+
 def _resolved_precision(precision: str, tensorrt: bool) -> str:
     if precision != "auto":
         return precision
@@ -217,24 +226,52 @@ class Matter:
                  threads: int | None = None, batch: int | None = None, precision: str = "auto",
                  force: bool = False, progress: bool = False,
                  announce: Callable[[str], None] = lambda message: None):
-        """``precision``: auto (FP16 on TensorRT, FP32 on ONNX Runtime), fp32, fp16, or int8 (after
-        ``calibrate``); ``force`` accepts an INT8 calibration below the accuracy gate."""
+        """``precision``: auto (FP16 on TensorRT, FP32 on the CPU), fp32, fp16, or int8 (after
+        ``calibrate``). Videos in a reduced precision are checked against FP32 on their
+        own frames and written in FP32 when below the accuracy gate (``runtime.guard``);
+        ``force`` keeps the reduced precision then, and accepts an INT8 calibration below
+        the gate."""
         check_explicit_tensorrt(backend, device)  # before a model download that would go unused
         check_explicit_openvino(backend, device)
         resolved = resolve_model(None if model is None else str(model), progress=progress)
         self.model_label = resolved.label
         self.progress = progress
         self.announce = announce
-        self.backend: Backend = open_backend(BackendRequest(
-            resolved.path, cache_dir(), backend, device, threads, max_batch=batch, announce=announce,
-            precision=precision, model_label=resolved.label, accept_below_gate=force))
+        self._request = BackendRequest(resolved.path, cache_dir(), backend, device, threads, max_batch=batch,
+                                       announce=announce, precision=precision, model_label=resolved.label,
+                                       accept_below_gate=force)
+        self.backend: Backend = open_backend(self._request)
+        self._reference: Backend | None = None  # FP32, opened for the guard on first use
+
+    def _hint_own_calibration(self, source: Path) -> None:
+        """INT8 calibrated on other footage may not hold on this one: say how to calibrate
+        on it (a hint, never a prompt: batch runs have no terminal)."""
+        if self.backend.precision != "int8":
+            return
+        report = load_report(current_calibration(self._request.model_path, cache_dir(), self.model_label))
+        if str(source.resolve()) not in report.inputs:
+            made_from = ", ".join(Path(name).name for name in report.inputs[:3])
+            model = self.model_label if self.model_label in MODELS else self._request.model_path
+            self.announce(f"note: the INT8 calibration was made from {made_from}, not {source.name}; the run is "
+                          f"checked against FP32, and 'trt-matte calibrate {source} --model {model}' calibrates "
+                          "on it")
+
+    def _guard(self) -> PrecisionGuard | None:
+        """A fresh guard for one run when the backend runs a reduced precision."""
+        if self.backend.precision == "fp32":
+            return None
+        if self._reference is None:
+            self._reference = open_backend(reference_request(self._request, self.backend))
+        return PrecisionGuard(self._reference, self._request.accept_below_gate, self.announce)
 
     def describe(self) -> str:
         return self.backend.describe(self.model_label)
 
     def close(self) -> None:
-        """Release the backend's GPU memory now rather than at exit; safe to call twice."""
+        """Release the backends' GPU memory now rather than at exit; safe to call twice."""
         self.backend.close()
+        if self._reference is not None:
+            self._reference.close()
 
     def __enter__(self) -> "Matter":
         return self
@@ -255,16 +292,18 @@ class Matter:
         """Write the matte of a video (default ``<stem>.matte.mp4`` beside it) and/or the other
         ``outputs`` (green, prores, webm, png); outputs that exist are kept unless
         ``overwrite``. See ``runtime.video.matte_video``."""
+        self._hint_own_calibration(Path(source))
         return matte_video(Path(source), None if output is None else Path(output), self.backend, batch_size=batch,
                            progress=self.progress, crf=crf, audio=audio, outputs=outputs, background=background,
-                           smooth=smooth, probed=probed, overwrite=overwrite, announce=self.announce)
+                           smooth=smooth, probed=probed, overwrite=overwrite, guard=self._guard(),
+                           announce=self.announce)
 
     def images(self, folder: str | Path, output: str | Path | None = None, *, recursive: bool = False,
                cutout: bool = False, overwrite: bool = False) -> ImagesReport:
         """A mask (or RGBA cutout) PNG per image in ``folder`` (default output ``<folder>.masks``)."""
         return process_images(Path(folder), None if output is None else Path(output), self.backend,
                               recursive=recursive, cutout=cutout, overwrite=overwrite, progress=self.progress,
-                              announce=self.announce)
+                              guard=self._guard(), announce=self.announce)
 
     def mask(self, image: Image.Image | np.ndarray) -> np.ndarray:
         """The uint8 mask (HxW, 0..255) of one picture: PIL image, or uint8 array HxW, HxWx3 or HxWx4."""

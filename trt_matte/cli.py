@@ -218,6 +218,9 @@ def _run_video(args: argparse.Namespace) -> int:
     written = ", ".join(str(path) for path in result.outputs.values())
     _status(args, f"wrote {written} ({result.frames} frames, {result.frames / seconds:.1f} frames/s"
                   f"{result.damage_note()})")
+    if result.precision_check is not None:
+        _status(args, f"{result.precision.upper()} against FP32 on the frames checked: "
+                      f"{result.precision_check.line(result.checked_frames)}")
     return 0
 
 

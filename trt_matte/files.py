@@ -257,12 +257,13 @@ def _bytes_under(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def disk_full_error(written_paths: Iterable[Path]) -> MatteError:
-    """A one-line MatteError for a full disk: the folder, the space left there, and how
-    many bytes the run had written to ``written_paths`` (files or folders) by then."""
+def disk_full_error(written_paths: Iterable[Path], folder: Path | None = None) -> MatteError:
+    """A one-line MatteError for a full disk: the folder (default: the first path's), the
+    space left there, and how many bytes the run had written to ``written_paths`` (files
+    or folders) by then."""
     paths = [Path(path) for path in written_paths]
     written = _size(sum(_bytes_under(path) for path in paths))
-    return MatteError(f"{_full_disk(paths[0].parent)}, after writing {written} of this run's output; "
+    return MatteError(f"{_full_disk(folder or paths[0].parent)}, after writing {written} of this run's output; "
                       "free some space and run it again")
 
 

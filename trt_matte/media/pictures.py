@@ -3,6 +3,7 @@ decoding with the EXIF orientation applied, conversion to RGB, the Lanczos resiz
 and from the model's 320x320, and mask or cutout PNGs written atomically."""
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from dataclasses import dataclass
@@ -121,4 +122,6 @@ def write_matte(target: Path, mask: Image.Image, rgb: Image.Image | None) -> Non
         with atomic_output(target) as temp_path:
             output.save(temp_path, format="PNG")
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise  # the caller names the full disk with what the whole run wrote
         raise MatteError(f"cannot write {target}: {exc.strerror or exc}") from None

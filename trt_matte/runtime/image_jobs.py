@@ -50,7 +50,8 @@ def report_failure(path: Path, reason: str) -> None:
 class OutputWriters:
     """Writes outputs on a few threads, oldest first, with a bounded number in flight.
 
-    ``written`` counts finished writes; the bar advances as each finishes. A failed
+    ``written`` counts finished writes and ``written_paths`` holds their targets (each
+    write's first argument); the bar advances as each finishes. A failed
     write (MatteError) is raised by a later ``submit`` or on leaving the ``with`` block;
     after an error, writes not yet started are dropped (each one is atomic anyway).
     """
@@ -58,18 +59,21 @@ class OutputWriters:
     def __init__(self, bar: tqdm, workers: int = WRITE_WORKERS):
         self.bar = bar
         self.written = 0
+        self.written_paths: list[Path] = []
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="trt-matte-write")
-        self._in_flight: deque[Future[None]] = deque()
+        self._in_flight: deque[tuple[Path, Future[None]]] = deque()
         self._limit = 2 * workers
 
-    def submit(self, write: Callable[..., None], *args: object) -> None:
-        self._in_flight.append(self._pool.submit(write, *args))
+    def submit(self, write: Callable[..., None], target: Path, *args: object) -> None:
+        self._in_flight.append((target, self._pool.submit(write, target, *args)))
         while len(self._in_flight) > self._limit:
             self._finish_oldest()
 
     def _finish_oldest(self) -> None:
-        self._in_flight.popleft().result()
+        target, write = self._in_flight.popleft()
+        write.result()
         self.written += 1
+        self.written_paths.append(target)
         self.bar.update()
 
     def __enter__(self) -> OutputWriters:

@@ -7,18 +7,23 @@ takes the Pillow path directly.
 """
 from __future__ import annotations
 
+import errno
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from tqdm import tqdm
 
 from ..engine.backend import Backend
 from ..errors import MatteError
-from ..files import remove_stale_temporaries
+from ..files import disk_full_error, remove_stale_temporaries
 from ..media.dali import dali_available
-from ..media.pictures import IMAGE_SUFFIXES, default_output_dir, find_images, folders_named_like_images
+from ..media.pictures import (DECODE_ERRORS, IMAGE_SUFFIXES, decode_for_model, default_output_dir, find_images,
+                              folders_named_like_images)
+from ..models import MODEL_SIZE
+from .guard import PrecisionGuard, spread_frame_numbers
 from .image_jobs import ImageJob, OutputWriters, matte_jobs, report_failure
 
 MASK_SUFFIX = ".png"
@@ -40,6 +45,7 @@ class _Plan:
 
 def process_images(input_dir: Path, output_dir: Path | None, backend: Backend, *, recursive: bool = False,
                    cutout: bool = False, overwrite: bool = False, progress: bool = True,
+                   guard: PrecisionGuard | None = None,
                    announce: Callable[[str], None] = lambda message: None) -> ImagesReport:
     """Write a mask (or, with ``cutout``, an RGBA cutout) PNG for every image in ``input_dir``.
 
@@ -49,6 +55,8 @@ def process_images(input_dir: Path, output_dir: Path | None, backend: Backend, *
     skipped) unless ``overwrite``. When inputs share a stem (``a.jpg`` and ``a.png``), the
     first in sorted order gets the output and the others fail with a message naming it.
     Unreadable inputs are reported on stderr and in ``failed``; the rest still run.
+    ``guard`` checks a reduced-precision ``backend`` against FP32 on a few of the images
+    first, and the folder runs in FP32 when it falls below the gate (``runtime.guard``).
 
     Raises MatteError when the input folder is missing or holds no images, or when the
     output folder cannot be created or written.
@@ -61,10 +69,18 @@ def process_images(input_dir: Path, output_dir: Path | None, backend: Backend, *
                               for folder in folders_named_like_images(input_dir, output_dir, recursive))]
     for path, reason in failed:
         report_failure(path, reason)
+    if guard is not None and plan.jobs and not guard.holds_before_writing(backend, _spread_images(plan.jobs)):
+        backend = guard.reference
     # Only the images that get work count: skipped ones would make the rate meaningless.
     with tqdm(total=len(plan.jobs), unit="img", disable=not progress or not plan.jobs) as bar:
-        with OutputWriters(bar) as writers:
-            _matte_all(plan.jobs, backend, cutout, failed, writers)
+        writers = OutputWriters(bar)
+        try:
+            with writers:
+                _matte_all(plan.jobs, backend, cutout, failed, writers)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise disk_full_error(writers.written_paths, folder=output_dir) from None
     return ImagesReport(processed=writers.written, skipped=plan.skipped, failed=failed)
 
 
@@ -130,6 +146,18 @@ def _matte_all(jobs: list[ImageJob], backend: Backend, cutout: bool, failed: lis
         matte_jobs(jobs, backend, cutout, failed, writers)
 
 
+
+
+def _spread_images(jobs: list[ImageJob]) -> np.ndarray:
+    """The guard's pictures: some spread over the folder, decoded as the run decodes them
+    (unreadable ones are left to the run to report)."""
+    pictures = []
+    for index in spread_frame_numbers(len(jobs)):
+        try:
+            pictures.append(decode_for_model(jobs[index].source, keep_rgb=False).model_input)
+        except DECODE_ERRORS:
+            continue
+    return np.stack(pictures) if pictures else np.empty((0, MODEL_SIZE, MODEL_SIZE, 3), np.uint8)
 
 
 def uses_dali(backend: Backend) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ..accuracy import Accuracy
 from ..engine.backend import Backend
 from ..files import remove_stale_temporaries
 from ..media.encoder import MatteEncoder
@@ -27,6 +28,7 @@ from ..media.frame_reader import FrameReader
 from ..media.outputs import (DEFAULT_CRF, DEFAULT_OUTPUTS, Background, check_output_paths, existing_outputs,
                              kept_note, output_paths, parse_background, parse_outputs, publish, staged_outputs)
 from ..media.probe import VideoInfo, probe_video
+from .guard import GuardTripped, PrecisionGuard, spread_frame_numbers
 from .smoothing import MaskSmoother
 from .stages import run_overlapped
 
@@ -42,6 +44,11 @@ class VideoResult:
     # as ffmpeg does), ``concealed`` ones its decoder patched up and delivered.
     skipped: int = 0
     concealed: int = 0
+    # The precision the outputs were written in, and for a reduced one the guard's
+    # measure of it against FP32 over the frames it checked (None: no guard ran).
+    precision: str = "fp32"
+    precision_check: Accuracy | None = None
+    checked_frames: int = 0
 
     def damage_note(self) -> str:
         """What the end report says of damaged frames ("" for none)."""
@@ -88,16 +95,21 @@ class HostStages:
 
     full_size = False
 
-    def __init__(self, source: Path, time_base: Fraction, backend: Backend, batch_size: int):
+    def __init__(self, source: Path, time_base: Fraction, backend: Backend, batch_size: int,
+                 guard: PrecisionGuard | None):
         self._reader = FrameReader(source, time_base=time_base)
         self._backend = backend
         self._batch_size = batch_size
+        self._guard = guard
 
     def batches(self) -> Iterator[np.ndarray]:
         return self._reader.batches(self._batch_size)
 
     def compute(self, batch: np.ndarray) -> np.ndarray:
-        return self._backend.run(batch)
+        masks = self._backend.run(batch)
+        if self._guard is not None:
+            self._guard.spot_check(batch, masks)
+        return masks
 
     def masks(self, computed: np.ndarray) -> np.ndarray:
         return computed
@@ -120,17 +132,19 @@ class HostStages:
 
 
 def _stages_for(source: Path, info: VideoInfo, backend: Backend, batch_size: int,
-                announce: Callable[[str], None]) -> MatteStages:
+                announce: Callable[[str], None], guard: PrecisionGuard | None) -> MatteStages:
     if backend.takes_device_batches:
         from .gpu_video import DeviceStages  # CUDA imports only where a GPU backend runs
+        # Batches stay on the GPU: the guard checks before writing, not during the run.
         return DeviceStages(source, info, backend, min(batch_size, backend.preferred_batch), announce)
-    return HostStages(source, info.time_base, backend, batch_size)
+    return HostStages(source, info.time_base, backend, batch_size, guard)
 
 
 def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_size: int | None = None,
                 progress: bool = True, crf: int = DEFAULT_CRF, audio: bool = True,
                 outputs: Sequence[str] = DEFAULT_OUTPUTS, background: str | Background | None = None,
                 smooth: int = 0, probed: VideoInfo | None = None, overwrite: bool = False,
+                guard: PrecisionGuard | None = None,
                 announce: Callable[[str], None] = lambda message: None) -> VideoResult:
     """Write the matte of ``source`` (and/or the other ``outputs``: green, prores, webm,
     png) beside it or to ``output`` (a file for one deliverable, else a folder), with the
@@ -139,7 +153,9 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
     applies a centred K-frame temporal median against flicker (``runtime.smoothing``).
     ``probed`` is the source's ``probe_video`` result when the caller already has it:
     probing walks every packet of the file. An output that exists already is kept (and
-    said so) unless ``overwrite``."""
+    said so) unless ``overwrite``. ``guard`` checks a reduced-precision ``backend``
+    against FP32 before and during the run, and falls back to FP32 below the gate
+    (``runtime.guard``)."""
     source = Path(source)
     kinds = parse_outputs(outputs)
     if not isinstance(background, Background):
@@ -155,12 +171,32 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
     info = probed or probe_video(source)
     remove_stale_temporaries((target.parent for target in written.values()), announce)
     smoother = MaskSmoother(smooth)  # checks the strength before any process or buffer exists
-    with staged_outputs(written) as staging:
-        stages = _stages_for(source, info, backend, batch_size or backend.preferred_batch, announce)
-        delivered = _encode(source, staging.encoded, info, stages, progress, crf, background, smoother)
-        publish(staging, delivered, source if audio else None)
+    if guard is not None and not guard.holds_before_writing(backend, _spread_frames(source, info)):
+        backend, guard = guard.reference, None
+    try:
+        with staged_outputs(written) as staging:
+            stages = _stages_for(source, info, backend, batch_size or backend.preferred_batch, announce, guard)
+            delivered = _encode(source, staging.encoded, info, stages, progress, crf, background, smoother)
+            publish(staging, delivered, source if audio else None)
+    except GuardTripped as tripped:
+        announce(f"{tripped}: writing the outputs again in FP32")
+        return matte_video(source, output, guard.reference, batch_size=batch_size, progress=progress, crf=crf,
+                           audio=audio, outputs=outputs, background=background, smooth=smooth, probed=info,
+                           overwrite=overwrite, announce=announce)
+    check = guard.accuracy() if guard is not None else None
     return VideoResult(targets[kinds[0]], delivered.frame_count, delivered, written, kept,
-                       skipped=info.frame_count - delivered.frame_count, concealed=stages.concealed)
+                       skipped=info.frame_count - delivered.frame_count, concealed=stages.concealed,
+                       precision=backend.precision, precision_check=check,
+                       checked_frames=guard.checked_frames if guard is not None else 0)
+
+
+def _spread_frames(source: Path, info: VideoInfo) -> np.ndarray:
+    """The guard's frames, decoded and resized as the run decodes them."""
+    reader = FrameReader(source, frame_numbers=spread_frame_numbers(info.frame_count))
+    try:
+        return np.concatenate(list(reader.batches(8)))
+    finally:
+        reader.kill()
 
 
 def _encode(source: Path, destinations: Mapping[str, Path], info: VideoInfo, stages: MatteStages, progress: bool,

@@ -1,0 +1,167 @@
+"""The reduced-precision guard on real frames: a reduced graph that holds is written as
+is, one below the gate is replaced by FP32 before anything is written, one that fails
+mid-run is started again in FP32, and --force keeps the reduced precision."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import decode_gray, make_clip, mean_abs_error
+from trt_matte.build_engine.matte_graph import matte_graph_path
+from trt_matte.engine.backend import Backend
+from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
+from trt_matte.runtime import guard as guard_module
+from trt_matte.runtime.guard import PRECHECK_FRAMES, PrecisionGuard, spread_frame_numbers
+from trt_matte.runtime.video import matte_video
+
+
+class Reduced(Backend):
+    """A stand-in reduced-precision backend: the FP32 backend's masks for the first
+    ``good_frames`` frames it mattes, inverted after (a graph that breaks on later footage)."""
+
+    name, device, preferred_batch, precision = "stand-in", "cpu", 1, "int8"
+
+    def __init__(self, fp32: Backend, good_frames: int | None = None):
+        self._fp32 = fp32
+        self._good_frames = good_frames
+        self.frames = 0
+
+    def run(self, rgb_batch: np.ndarray) -> np.ndarray:
+        masks = self._fp32.run(rgb_batch)
+        self.frames += len(rgb_batch)
+        broken = self._good_frames is not None and self.frames > self._good_frames
+        return 255 - masks if broken else masks
+
+
+def _run(clip, output, backend, reference, force=False):
+    notes: list[str] = []
+    guard = PrecisionGuard(reference, force, notes.append)
+    result = matte_video(clip, output, backend, progress=False, guard=guard, announce=notes.append)
+    return result, notes
+
+
+@pytest.fixture(scope="module")
+def fp32(tiny_model, cache_home):
+    return OnnxRuntimeBackend(matte_graph_path(tiny_model, cache_home), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clip(ffmpeg_exe, tmp_path_factory):
+    return make_clip(ffmpeg_exe, tmp_path_factory.mktemp("guard") / "clip.mp4", size="160x120", frames=40)
+
+
+@pytest.fixture(scope="module")
+def fp32_matte(ffmpeg_exe, clip, fp32, tmp_path_factory):
+    output = tmp_path_factory.mktemp("guard_fp32") / "fp32.mp4"
+    matte_video(clip, output, fp32, progress=False)
+    return decode_gray(ffmpeg_exe, output)
+
+
+def test_frames_to_check_are_spread_over_the_clip():
+    assert spread_frame_numbers(600) == [50, 150, 250, 350, 450, 550]
+    assert spread_frame_numbers(3) == [0, 1, 2]
+
+
+def test_a_graph_that_holds_is_written_in_its_own_precision(ffmpeg_exe, clip, fp32, fp32_matte, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.setattr(guard_module, "SPOT_CHECK_EVERY", 10)
+    result, notes = _run(clip, tmp_path / "out.mp4", Reduced(fp32), fp32)
+    assert result.precision == "int8" and notes == []
+    assert result.checked_frames == PRECHECK_FRAMES + 4 and result.precision_check.iou == 1.0
+    assert mean_abs_error(decode_gray(ffmpeg_exe, tmp_path / "out.mp4"), fp32_matte) == 0
+
+
+def test_below_the_gate_before_writing_the_run_is_fp32(ffmpeg_exe, clip, fp32, fp32_matte, tmp_path):
+    reduced = Reduced(fp32, good_frames=0)
+    result, notes = _run(clip, tmp_path / "out.mp4", reduced, fp32)
+    assert result.precision == "fp32" and result.precision_check is None
+    assert reduced.frames == PRECHECK_FRAMES  # the reduced graph matted only the checked frames
+    assert len(notes) == 1 and "below the 0.97 gate: running FP32 instead (--force keeps INT8)" in notes[0]
+    assert mean_abs_error(decode_gray(ffmpeg_exe, tmp_path / "out.mp4"), fp32_matte) == 0
+
+
+def test_force_keeps_the_reduced_precision_and_says_so(clip, fp32, tmp_path):
+    result, notes = _run(clip, tmp_path / "out.mp4", Reduced(fp32, good_frames=0), fp32, force=True)
+    assert result.precision == "int8" and result.precision_check.iou < 0.5
+    assert len(notes) == 1 and "--force keeps INT8" in notes[0]
+
+
+def test_a_graph_that_breaks_mid_run_is_replaced_from_the_first_frame(ffmpeg_exe, clip, fp32, fp32_matte,
+                                                                      tmp_path, monkeypatch):
+    monkeypatch.setattr(guard_module, "SPOT_CHECK_EVERY", 5)
+    monkeypatch.setattr(guard_module, "MIN_SPOT_FRAMES", 1)
+    # Good for the checked frames and the run's first 20 frames, broken after.
+    result, notes = _run(clip, tmp_path / "out.mp4", Reduced(fp32, good_frames=PRECHECK_FRAMES + 20), fp32)
+    assert result.precision == "fp32"
+    assert len(notes) == 1 and "writing the outputs again in FP32" in notes[0]
+    assert mean_abs_error(decode_gray(ffmpeg_exe, tmp_path / "out.mp4"), fp32_matte) == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.mp4"]  # the reduced attempt left nothing
+
+
+@pytest.fixture(scope="module")
+def u2netp_backends(u2netp_path, cache_home):
+    reduced = OnnxRuntimeBackend(matte_graph_path(u2netp_path, cache_home, "fp16"), device="cpu")
+    reduced.precision = "fp16"
+    return reduced, OnnxRuntimeBackend(matte_graph_path(u2netp_path, cache_home), device="cpu")
+
+
+def test_the_fp16_graph_holds_on_a_person(ffmpeg_exe, carphone_path, u2netp_backends, tmp_path, monkeypatch):
+    monkeypatch.setattr(guard_module, "SPOT_CHECK_EVERY", 20)
+    short = tmp_path / "carphone.mp4"
+    make_short = ["-v", "error", "-i", str(carphone_path), "-frames:v", "40", "-c:v", "libx264", str(short)]
+    subprocess.run([ffmpeg_exe, *make_short], check=True)
+    result, notes = _run(short, tmp_path / "out.mp4", *u2netp_backends)
+    assert result.precision == "fp16" and notes == []
+    assert result.precision_check.iou >= 0.97 and result.precision_check.mean_abs_error <= 2
+
+
+def test_the_fp16_graph_falls_back_on_a_clip_without_a_person(ffmpeg_exe, u2netp_backends, tmp_path):
+    """ffmpeg's test pattern: no subject, low confidence everywhere, and U²-Net's per-frame
+    stretch turns FP16's rounding into a different matte (measured IoU 0.96 against FP32)."""
+    pattern = make_clip(ffmpeg_exe, tmp_path / "pattern.mp4", size="320x240", frames=12)
+    result, notes = _run(pattern, tmp_path / "out.mp4", *u2netp_backends)
+    assert result.precision == "fp32"
+    assert len(notes) == 1 and "FP16 against FP32 before writing" in notes[0]
+
+
+@pytest.mark.parametrize("good_frames, precision_note", [(None, None), (0, "running FP32 instead")])
+def test_a_folder_of_images_is_checked_before_writing(synthetic_frames, fp32, tmp_path, good_frames, precision_note):
+    from PIL import Image
+    from trt_matte.runtime.images import process_images
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index, frame in enumerate(synthetic_frames):
+        Image.fromarray(frame).save(photos / f"{index}.png")
+    notes: list[str] = []
+    reduced = Reduced(fp32, good_frames)
+    report = process_images(photos, tmp_path / "masks", reduced, progress=False,
+                            guard=PrecisionGuard(fp32, False, notes.append), announce=notes.append)
+    expected = process_images(photos, tmp_path / "fp32", fp32, progress=False)
+    assert report.processed == expected.processed == len(synthetic_frames)
+    if precision_note is None:
+        assert notes == [] and reduced.frames == PRECHECK_FRAMES + len(synthetic_frames)
+    else:
+        assert len(notes) == 1 and precision_note in notes[0] and reduced.frames == PRECHECK_FRAMES
+    for index in range(len(synthetic_frames)):
+        written = np.asarray(Image.open(tmp_path / "masks" / f"{index}.png"))
+        np.testing.assert_array_equal(written, np.asarray(Image.open(tmp_path / "fp32" / f"{index}.png")))
+
+
+def test_int8_on_footage_it_was_not_calibrated_on_gets_a_hint(tiny_conv_model, tiny_calibration, ffmpeg_exe,
+                                                              tmp_path, monkeypatch):
+    from trt_matte import Matter
+
+    calibrated_clip, _, folder = tiny_calibration
+    monkeypatch.setenv("TRT_MATTE_HOME", str(folder.parents[2]))
+    other = make_clip(ffmpeg_exe, tmp_path / "other.mp4", size="96x72", frames=8)
+    notes: list[str] = []
+    with Matter(tiny_conv_model, backend="onnxruntime", precision="int8", announce=notes.append) as matter:
+        matter.video(other, tmp_path / "other.matte.mp4")
+        hints = [note for note in notes if "calibration was made from" in note]
+        assert len(hints) == 1 and f"'trt-matte calibrate {other} --model {tiny_conv_model}'" in hints[0]
+        notes.clear()
+        matter.video(calibrated_clip, tmp_path / "calibrated.matte.mp4")
+        assert not [note for note in notes if "calibration was made from" in note]

@@ -1,0 +1,102 @@
+"""The reduced-precision guard: INT8 or FP16 masks checked against FP32 on the run's own
+frames, so a matte below the accuracy gate is never written without ``--force``.
+
+U²-Net's per-frame min-max stretch turns small numeric changes into different masks on
+low-confidence frames, and a calibration that holds on one clip can fail on another
+(IoU 0.84 against FP32 on a street clip after passing 0.98 on carphone). So every run in
+reduced precision is checked twice:
+
+- before writing, a few frames spread over the input are matted in both precisions;
+  below the gate the run goes on in FP32 (``fallback``), unless ``force``;
+- during the run, one frame in ``SPOT_CHECK_EVERY`` is matted again in FP32; when the
+  frames checked so far fall below the gate, ``GuardTripped`` ends the attempt, and the
+  caller starts the output again in FP32 (the reduced part is discarded).
+
+IoU is pooled over every checked frame (``accuracy.mask_iou`` on the stack), next to the
+mean absolute error and the worst single frame.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..accuracy import GATE_IOU, Accuracy, compare_masks
+from ..engine.backend import Backend
+from ..errors import MatteError
+
+# Frames matted in both precisions before anything is written.
+PRECHECK_FRAMES = 6
+# One frame in this many is checked during the run: FP32 costs ~2.5x INT8 per frame on
+# OpenVINO, so the spot checks cost ~2.5% of an INT8 run.
+SPOT_CHECK_EVERY = 100
+# The run is judged only once this many frames were spot-checked: one frame alone can
+# fall below the gate where the pooled IoU of the clip holds.
+MIN_SPOT_FRAMES = 3
+
+
+class GuardTripped(MatteError):
+    """Spot checks fell below the gate mid-run: the output starts again in FP32."""
+
+
+class PrecisionGuard:
+    """Checks a reduced-precision backend's masks against an FP32 ``reference``."""
+
+    def __init__(self, reference: Backend, force: bool, announce: Callable[[str], None]):
+        self.reference = reference
+        self.force = force
+        self._announce = announce
+        self._reference_masks: list[np.ndarray] = []
+        self._candidate_masks: list[np.ndarray] = []
+        self._frames_seen = 0
+
+    def holds_before_writing(self, candidate: Backend, frames: np.ndarray) -> bool:
+        """Matte ``frames`` (uint8 [N,320,320,3]) in both precisions; False sends the run to
+        FP32 (said in one line). With ``force`` a result below the gate is only said."""
+        for frame in frames:
+            self._record(frame, candidate.run(frame[None])[0])
+        accuracy = self.accuracy()
+        if accuracy is None or accuracy.passes:
+            return True
+        verdict = f"{candidate.precision.upper()} against FP32 before writing: {accuracy.line(self.checked_frames)}, " \
+                  f"below the {GATE_IOU} gate"
+        if self.force:
+            self._announce(f"{verdict}; --force keeps {candidate.precision.upper()}")
+            return True
+        self._announce(f"{verdict}: running FP32 instead (--force keeps {candidate.precision.upper()})")
+        return False
+
+    def spot_check(self, rgb_batch: np.ndarray, masks: np.ndarray) -> None:
+        """Called with every batch the reduced backend matted; checks one frame in
+        SPOT_CHECK_EVERY and raises GuardTripped when the checked frames fall below the gate."""
+        for rgb, mask in zip(rgb_batch, masks):
+            self._frames_seen += 1
+            if self._frames_seen % SPOT_CHECK_EVERY:
+                continue
+            self._record(rgb, mask)
+            accuracy = self.accuracy()
+            if (not self.force and self.checked_frames >= MIN_SPOT_FRAMES and accuracy is not None
+                    and not accuracy.passes):
+                raise GuardTripped(f"spot checks against FP32 fell to {accuracy.line(self.checked_frames)}, below "
+                                   f"the {GATE_IOU} gate")
+
+    @property
+    def checked_frames(self) -> int:
+        return len(self._reference_masks)
+
+    def accuracy(self) -> Accuracy | None:
+        """The reduced masks against FP32 over every frame checked so far."""
+        if not self._reference_masks:
+            return None
+        return compare_masks(np.stack(self._reference_masks), np.stack(self._candidate_masks))
+
+    def _record(self, rgb: np.ndarray, candidate_mask: np.ndarray) -> None:
+        self._reference_masks.append(self.reference.run(rgb[None])[0])
+        self._candidate_masks.append(candidate_mask)
+
+
+def spread_frame_numbers(frame_count: int, wanted: int = PRECHECK_FRAMES) -> list[int]:
+    """``wanted`` frame numbers spread evenly over the clip, each in the middle of its stretch."""
+    count = min(wanted, frame_count)
+    return sorted({int((index + 0.5) * frame_count / count) for index in range(count)})
+
