@@ -119,3 +119,38 @@ def test_upsized_graph_returns_masks_at_the_frame_size(u2netp_path, cache_home, 
         reference = np.asarray(Image.fromarray(small).resize((176, 144), Image.Resampling.BICUBIC))
         assert mean_abs_error(large, reference) <= 1.0
         assert mask_iou(large, reference) >= 0.99
+
+
+def _model_inputs(frames: np.ndarray) -> np.ndarray:
+    return np.stack([np.asarray(Image.fromarray(frame).resize((320, 320), Image.Resampling.LANCZOS))
+                     for frame in frames])
+
+
+def _noise_frames(ffmpeg_exe, folder) -> np.ndarray:
+    """Grey noise with no subject: U²-Net's top probability stays near 0.01 here."""
+    import subprocess
+    clip = folder / "noise.mp4"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-f", "lavfi", "-i", "color=c=0x606060:s=320x240:r=25,noise=alls=30:allf=t",
+                    "-frames:v", "6", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], check=True)
+    return decode_rgb(ffmpeg_exe, clip)
+
+
+def test_a_stretch_floor_keeps_frames_with_a_subject_and_empties_frames_without(
+        u2netp_path, cache_home, cpu_backend, carphone_frames, ffmpeg_exe, tmp_path):
+    from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
+    floored = OnnxRuntimeBackend(matte_graph_path(u2netp_path, cache_home, stretch_floor=0.5), device="cpu")
+    person = _model_inputs(carphone_frames)
+    np.testing.assert_array_equal(floored.run(person), cpu_backend.run(person))
+    noise = _model_inputs(_noise_frames(ffmpeg_exe, tmp_path))
+    stretched, kept_dark = cpu_backend.run(noise), floored.run(noise)
+    assert stretched.max() == 255 and kept_dark.max() <= 16
+    assert kept_dark.mean() < 0.5 < stretched.mean()
+
+
+def test_the_stretch_floor_is_a_graph_variant_from_0_to_1(tiny_model, tmp_path):
+    plain = matte_graph_path(tiny_model, tmp_path)
+    floored = matte_graph_path(tiny_model, tmp_path, stretch_floor=0.5)
+    assert floored != plain and "-floor0.5-" in floored.name
+    assert matte_graph_path(tiny_model, tmp_path, stretch_floor=0.0) == plain
+    with pytest.raises(MatteError, match="from 0 to 1"):
+        matte_graph_path(tiny_model, tmp_path, stretch_floor=1.5)

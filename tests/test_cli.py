@@ -982,3 +982,9 @@ def test_images_onto_a_full_disk_name_the_space_left_and_what_was_written(tiny_m
     assert re.search(r"full: [\d.]+ (bytes|kB) free there, after writing [\d.]+ (bytes|kB)", line), line
     left = sorted(path.name for path in (small_disk / "masks").iterdir()) if (small_disk / "masks").exists() else []
     assert all(not name.startswith(".") for name in left), left  # finished outputs only, no temporaries
+
+
+@pytest.mark.parametrize("value", ["2", "-0.1", "half"])
+def test_a_stretch_floor_outside_0_to_1_is_refused_in_one_line(value, tmp_path):
+    result = run_cli(["video", "in.mp4", "--stretch-floor", value], cwd=tmp_path)
+    assert result.returncode == 2 and "--stretch-floor" in result.stderr and "Traceback" not in result.stderr

@@ -21,9 +21,18 @@ from trt_matte.runtime import stages
 from trt_matte.runtime.video import matte_video
 
 
+@pytest.fixture(scope="module")
+def default_cpu_backend(u2netp_path, cache_home):
+    """What `trt-matte` runs on a CPU: OpenVINO where installed, else ONNX Runtime."""
+    from trt_matte.api import BackendRequest, open_backend
+    return open_backend(BackendRequest(u2netp_path, cache_home, device="cpu"))
+
+
 @pytest.mark.slow
-def test_carphone_matte_matches_rembg(ffmpeg_exe, carphone_path, cpu_backend, rembg_session, tmp_path):
-    result = matte_video(carphone_path, tmp_path / "carphone.matte.mp4", cpu_backend, progress=False)
+@pytest.mark.parametrize("backend_fixture", ["cpu_backend", "default_cpu_backend"])
+def test_carphone_matte_matches_rembg(ffmpeg_exe, carphone_path, backend_fixture, rembg_session, tmp_path, request):
+    backend = request.getfixturevalue(backend_fixture)
+    result = matte_video(carphone_path, tmp_path / "carphone.matte.mp4", backend, progress=False)
     matte = decode_gray(ffmpeg_exe, result.output)
     frames = decode_rgb(ffmpeg_exe, carphone_path)
     assert matte.shape == frames.shape[:3] == (120, 144, 176)

@@ -79,6 +79,8 @@ class BackendRequest:
     model_label: str | None = None
     # int8: use a calibration even when its IoU against FP32 is below the gate.
     accept_below_gate: bool = False
+    # The matte graph's bound on the per-frame stretch (0: rembg's numerics).
+    stretch_floor: float = 0.0
 
 
 def open_backend(request: BackendRequest) -> Backend:
@@ -133,7 +135,7 @@ def _open_openvino(request: BackendRequest) -> Backend:
         raise MatteError("OpenVINO runs fp32 or int8 here (FP16 is the GPU's); use --precision fp32 or int8")
     network = network_for(request.model_path, request.cache_dir, precision, OPENVINO_FLAVOUR,
                           model_label=request.model_label, accept_below_gate=request.accept_below_gate)
-    graph = matte_graph_path(network, request.cache_dir, precision)
+    graph = matte_graph_path(network, request.cache_dir, precision, stretch_floor=request.stretch_floor)
     return OpenVinoBackend(graph, request.cache_dir / "openvino", threads=request.threads)
 
 
@@ -155,11 +157,12 @@ def _open_onnxruntime(request: BackendRequest) -> Backend:
     precision = _resolved_precision(request.precision, tensorrt=False)
     network = network_for(request.model_path, request.cache_dir, precision, "cpu", model_label=request.model_label,
                           accept_below_gate=request.accept_below_gate)
-    graph = matte_graph_path(network, request.cache_dir, precision)
+    graph = matte_graph_path(network, request.cache_dir, precision, stretch_floor=request.stretch_floor)
     backend = OnnxRuntimeBackend(graph, device=request.device, threads=request.threads)
     if backend.device == "cuda" and gpu_pipeline_available():
         from .engine.onnxruntime_cuda import OnnxRuntimeCudaBackend  # cuda-python only where it runs
-        upsizing = matte_graph_path(network, request.cache_dir, precision, upsize=True)
+        upsizing = matte_graph_path(network, request.cache_dir, precision, upsize=True,
+                                    stretch_floor=request.stretch_floor)
         return OnnxRuntimeCudaBackend(graph, upsizing, threads=request.threads)
     return backend
 
@@ -189,7 +192,8 @@ def _open_tensorrt(request: BackendRequest) -> Backend:
     precision = _resolved_precision(request.precision, tensorrt=True)
     network = network_for(request.model_path, request.cache_dir, precision, "tensorrt",
                           model_label=request.model_label, accept_below_gate=request.accept_below_gate)
-    build_request = BuildRequest(network, precision, max_batch=request.max_batch or DEFAULT_MAX_BATCH)
+    build_request = BuildRequest(network, precision, max_batch=request.max_batch or DEFAULT_MAX_BATCH,
+                                 stretch_floor=request.stretch_floor)
     cached, spec = ensure_engine(build_request, request.cache_dir, announce=request.announce)
     try:
         return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, build_request.max_batch)
@@ -206,6 +210,7 @@ def _open_tensorrt(request: BackendRequest) -> Backend:
 
 def build(model: str | Path | None = None, *, precision: str = "fp16", max_batch: int = DEFAULT_MAX_BATCH,
           max_frame_side: int = DEFAULT_MAX_FRAME_SIDE, overwrite: bool = False, accept_below_gate: bool = False,
+          stretch_floor: float = 0.0,
           progress: bool = False, announce: Callable[[str], None] = lambda message: None
           ) -> tuple[CachedEngine, EngineSpec, str]:
     """The TensorRT engine for ``model`` on this GPU, built unless a cached one fits (or
@@ -214,7 +219,8 @@ def build(model: str | Path | None = None, *, precision: str = "fp16", max_batch
     resolved = resolve_model(None if model is None else str(model), progress=progress)
     network = network_for(resolved.path, cache_dir(), precision, "tensorrt", model_label=resolved.label,
                           accept_below_gate=accept_below_gate)
-    cached, spec = ensure_engine(BuildRequest(network, precision, max_batch, max_frame_side), cache_dir(),
+    cached, spec = ensure_engine(BuildRequest(network, precision, max_batch, max_frame_side,
+                                              stretch_floor=stretch_floor), cache_dir(),
                                  rebuild=overwrite, announce=announce)
     return cached, spec, resolved.label
 
@@ -224,13 +230,14 @@ class Matter:
 
     def __init__(self, model: str | Path | None = None, *, backend: str = "auto", device: str = "auto",
                  threads: int | None = None, batch: int | None = None, precision: str = "auto",
-                 force: bool = False, progress: bool = False,
+                 force: bool = False, stretch_floor: float = 0.0, progress: bool = False,
                  announce: Callable[[str], None] = lambda message: None):
         """``precision``: auto (FP16 on TensorRT, FP32 on the CPU), fp32, fp16, or int8 (after
         ``calibrate``). Videos in a reduced precision are checked against FP32 on their
         own frames and written in FP32 when below the accuracy gate (``runtime.guard``);
         ``force`` keeps the reduced precision then, and accepts an INT8 calibration below
-        the gate."""
+        the gate. ``stretch_floor`` F > 0 divides each frame's output by at least F instead
+        of its own range: frames without a subject stay dark (see README, "Empty frames")."""
         check_explicit_tensorrt(backend, device)  # before a model download that would go unused
         check_explicit_openvino(backend, device)
         resolved = resolve_model(None if model is None else str(model), progress=progress)
@@ -239,7 +246,7 @@ class Matter:
         self.announce = announce
         self._request = BackendRequest(resolved.path, cache_dir(), backend, device, threads, max_batch=batch,
                                        announce=announce, precision=precision, model_label=resolved.label,
-                                       accept_below_gate=force)
+                                       accept_below_gate=force, stretch_floor=stretch_floor)
         self.backend: Backend = open_backend(self._request)
         self._reference: Backend | None = None  # FP32, opened for the guard on first use
 

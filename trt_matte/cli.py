@@ -41,6 +41,22 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
+def _add_stretch_floor(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--stretch-floor", type=_probability, default=0.0, metavar="F",
+                       help="stretch each frame's mask over at least F of the network's 0..1 output, so frames "
+                            "without a subject stay empty (0.5 suits green-screen work; default 0: rembg's masks)")
+
+
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and backend")
     group.add_argument("--model", metavar="NAME|PATH",
@@ -58,6 +74,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
                        help="auto: fp16 on TensorRT, fp32 on the CPU; int8 needs 'trt-matte calibrate' first")
     group.add_argument("--force", action="store_true",
                        help=f"with --precision int8, use a calibration whose IoU against FP32 is below {GATE_IOU}")
+    _add_stretch_floor(group)
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
 
 
@@ -95,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                        default=DEFAULT_MAX_FRAME_SIDE,
                        metavar="PIXELS", help=f"largest frame side, up to {MAX_FRAME_SIDE_LIMIT} "
                                               f"(default: {DEFAULT_MAX_FRAME_SIDE})")
+    _add_stretch_floor(build)
     build.add_argument("--overwrite", action="store_true", help="build again even when a cached engine fits")
     build.add_argument("--force", action="store_true",
                        help=f"with int8, accept a calibration whose IoU against FP32 is below {GATE_IOU}")
@@ -165,7 +183,8 @@ def _status(args: argparse.Namespace, message: str) -> None:
 
 def _matter(args: argparse.Namespace) -> Matter:
     matter = Matter(args.model, backend=args.backend, device=args.device, threads=args.threads, batch=args.batch,
-                    precision=args.precision, force=args.force, progress=not args.quiet,
+                    precision=args.precision, force=args.force, stretch_floor=args.stretch_floor,
+                    progress=not args.quiet,
                     announce=lambda line: _status(args, line))
     _status(args, matter.describe())
     return matter
@@ -174,6 +193,7 @@ def _matter(args: argparse.Namespace) -> Matter:
 def _run_build(args: argparse.Namespace) -> int:
     cached, spec, label = build(args.model, precision=args.precision, max_batch=args.max_batch,
                                 max_frame_side=args.max_size, overwrite=args.overwrite, accept_below_gate=args.force,
+                                stretch_floor=args.stretch_floor,
                                 progress=not args.quiet, announce=lambda line: _status(args, line))
     if not cached.fresh:
         _status(args, f"already built for {label} on {spec.gpu.name}: {cached.path} (--overwrite builds again)")

@@ -121,9 +121,15 @@ def preprocessing_graph(opset: int) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="trt-matte")
 
 
-def _normalize_head(first_head: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Per-image min-max of the first head: float [N,1,320,320] in 0..1 as ``post_unit``."""
-    constants = [_constant("post_range_guard", np.array(RANGE_GUARD, dtype=np.float32))]
+def _normalize_head(first_head: str, opset: int,
+                    stretch_floor: float) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Per-image min-max of the first head: float [N,1,320,320] in 0..1 as ``post_unit``.
+
+    The range divided by is at least ``stretch_floor`` (0: rembg's stretch): a frame
+    whose output spans less than that, where the network found no subject, is not
+    stretched to the full 0..255 but stays as dark as the network left it."""
+    guard = max(RANGE_GUARD, stretch_floor)
+    constants = [_constant("post_range_guard", np.array(guard, dtype=np.float32))]
     nodes = [
         *_reduce_per_image("ReduceMin", first_head, "post_min", opset),
         *_reduce_per_image("ReduceMax", first_head, "post_max", opset),
@@ -207,12 +213,13 @@ def network_input_name(network: onnx.ModelProto) -> str:
     return _data_inputs(network)[0].name
 
 
-def build_matte_graph(network: onnx.ModelProto, upsize: bool = False) -> onnx.ModelProto:
+def build_matte_graph(network: onnx.ModelProto, upsize: bool = False, stretch_floor: float = 0.0) -> onnx.ModelProto:
     """Wrap a U²-Net network in the recipe; the result has a dynamic batch dimension.
 
     With ``upsize`` the graph also takes ``frame_shape`` (uint8 [0,H,W]: empty, only
     its shape counts; see ``frame_shape_dims``) and returns masks resized to H x W, so a
     GPU engine hands back finished mattes and no full-size resize runs on the host.
+    ``stretch_floor`` > 0 bounds the per-frame stretch (see ``_normalize_head``).
     """
     opset = default_opset(network)
     if opset < 11:
@@ -222,7 +229,7 @@ def build_matte_graph(network: onnx.ModelProto, upsize: bool = False) -> onnx.Mo
     network_input = network_input_name(network)
     first_head = graph.output[0].name
 
-    stages = [_preprocess(network_input, opset), (list(graph.node), []), _normalize_head(first_head, opset)]
+    stages = [_preprocess(network_input, opset), (list(graph.node), []), _normalize_head(first_head, opset, stretch_floor)]
     if upsize:
         stages.append(_upsize("post_unit", "post_upsized", opset))
     stages.append(_to_uint8("post_upsized" if upsize else "post_unit", opset))
@@ -252,23 +259,27 @@ def build_matte_graph(network: onnx.ModelProto, upsize: bool = False) -> onnx.Mo
     return model
 
 
-def matte_graph_path(network_path: Path, cache_dir: Path, precision: str = "fp32", upsize: bool = False) -> Path:
+def matte_graph_path(network_path: Path, cache_dir: Path, precision: str = "fp32", upsize: bool = False,
+                     stretch_floor: float = 0.0) -> Path:
     """Return the cached matte graph for a network file and variant, building it on first use.
 
     ``network_path`` is the model file, or for ``int8`` the Q/DQ network of a calibration,
     which the caller looked up.
     """
+    if not 0.0 <= stretch_floor <= 1.0:
+        raise MatteError(f"the stretch floor is a probability from 0 to 1, got {stretch_floor:g}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}")
     if not network_path.is_file():
         raise MatteError(f"model file not found: {network_path}")
     digest = file_digest(network_path)[:16]
     variant = f"{precision}-upsize" if upsize else precision
+    variant += f"-floor{stretch_floor:g}" if stretch_floor else ""
     target = cache_dir / "graphs" / f"matte-v{RECIPE_VERSION}-{variant}-{digest}.onnx"
     if target.is_file():
         return target
     network = load_network(network_path)
     if precision == "fp16":
         network = convert_network_to_fp16(network)
-    atomic_write_bytes(target, build_matte_graph(network, upsize).SerializeToString())
+    atomic_write_bytes(target, build_matte_graph(network, upsize, stretch_floor).SerializeToString())
     return target

@@ -46,6 +46,9 @@ class BuildRequest:
     max_batch: int = DEFAULT_MAX_BATCH
     max_frame_side: int = DEFAULT_MAX_FRAME_SIDE
     workspace_bytes: int = DEFAULT_WORKSPACE
+    # The matte graph's bound on the per-frame stretch (0: rembg's numerics); in the graph,
+    # so engines of different floors are different engines.
+    stretch_floor: float = 0.0
 
 
 def engine_spec(graph_path: Path, request: BuildRequest, gpu: GpuIdentity, version: str) -> EngineSpec:
@@ -73,7 +76,8 @@ def ensure_engine(request: BuildRequest, cache_dir: Path, *, rebuild: bool = Fal
                   announce: Callable[[str], None] = lambda message: None) -> tuple[CachedEngine, EngineSpec]:
     """The cached engine for ``request`` on this GPU, building it when none fits (or when ``rebuild``)."""
     require_tensorrt_gpu()
-    graph_path = matte_graph_path(request.network_path, cache_dir, request.precision, upsize=True)
+    graph_path = matte_graph_path(request.network_path, cache_dir, request.precision, upsize=True,
+                                  stretch_floor=request.stretch_floor)
     spec = engine_spec(graph_path, request, current_gpu(), tensorrt_version())
     cache = EngineCache(cache_dir)
     found = None if rebuild else cache.find_covering(spec)
