@@ -81,3 +81,15 @@ def test_a_file_ffmpeg_decodes_nothing_of_is_one_line(ffmpeg_exe, tmp_path):
 def test_the_select_expression_nests_instead_of_a_flat_sum():
     assert _any_frame_of([4]) == "eq(n,4)"
     assert _any_frame_of([1, 2, 3]) == "max(eq(n,1),max(eq(n,2),eq(n,3)))"
+
+
+def test_a_seek_reads_the_frame_at_that_time_without_decoding_from_the_start(ffmpeg_exe, tmp_path):
+    clip = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="64x48", frames=60, extra_output=["-g", "12"])
+    every = np.concatenate(list(FrameReader(clip).batches(16)))
+    info = probe_video(clip)
+    for number in (0, 12, 17, 59):
+        seconds = float((info.frame_pts[number] - info.frame_pts[0]) * info.time_base)
+        reader = FrameReader(clip, seek_seconds=seconds, max_frames=1)
+        frames = np.concatenate(list(reader.batches(4)))
+        assert len(frames) == 1
+        np.testing.assert_array_equal(frames[0], every[number])

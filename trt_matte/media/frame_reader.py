@@ -41,10 +41,14 @@ class FrameReader:
     them. ``frame_numbers`` keeps only those frames (0-based, in decode order), dropped
     before the resize so skipped frames cost only their decoding. ``time_base`` is the
     source stream's: ``frame_pts`` then holds every delivered frame's source timestamp.
+    ``seek_seconds`` starts at that presentation time (ffmpeg seeks to the keyframe
+    before it and decodes from there) and ``max_frames`` stops after that many: a few
+    frames from the middle of a long clip without decoding all that comes before.
     """
 
     def __init__(self, source: Path, frame_numbers: Sequence[int] | None = None,
-                 display_size: tuple[int, int] | None = None, time_base: Fraction | None = None):
+                 display_size: tuple[int, int] | None = None, time_base: Fraction | None = None,
+                 seek_seconds: float | None = None, max_frames: int | None = None):
         filters = [DOWNSCALE_FILTER] if display_size is None else ["format=rgb24"]
         if frame_numbers is not None:
             filters.insert(0, f"select='{_any_frame_of(sorted(set(frame_numbers)))}'")
@@ -55,8 +59,10 @@ class FrameReader:
         self._time_base = time_base
         # -copyts and the source's own time base: the pipe's timestamps are the source's.
         timing = ["-copyts", "-enc_time_base", str(time_base)] if time_base else []
+        seek = ["-ss", f"{seek_seconds:.6f}"] if seek_seconds is not None else []
+        limit = ["-frames:v", str(max_frames)] if max_frames is not None else []
         self._ffmpeg = FfmpegProcess(
-            ["-i", local_path(source), "-map", "0:v:0", "-fps_mode", "passthrough", *timing,
+            [*seek, "-i", local_path(source), "-map", "0:v:0", "-fps_mode", "passthrough", *timing, *limit,
              "-vf", ",".join(filters), "-c:v", "rawvideo", "-f", "nut", "pipe:1"],
             f"decoding {self.source.name}", pipe_stdout=True, loglevel="warning")
         self.frames_read = 0

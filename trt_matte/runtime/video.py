@@ -28,6 +28,7 @@ from ..media.frame_reader import FrameReader
 from ..media.outputs import (DEFAULT_CRF, DEFAULT_OUTPUTS, Background, check_output_paths, existing_outputs,
                              kept_note, output_paths, parse_background, parse_outputs, publish, staged_outputs)
 from ..media.probe import VideoInfo, probe_video
+from ..models import MODEL_SIZE
 from .guard import GuardTripped, PrecisionGuard, spread_frame_numbers
 from .smoothing import MaskSmoother
 from .stages import run_overlapped
@@ -191,12 +192,18 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
 
 
 def _spread_frames(source: Path, info: VideoInfo) -> np.ndarray:
-    """The guard's frames, decoded and resized as the run decodes them."""
-    reader = FrameReader(source, frame_numbers=spread_frame_numbers(info.frame_count))
-    try:
-        return np.concatenate(list(reader.batches(8)))
-    finally:
-        reader.kill()
+    """The guard's frames, decoded and resized as the run decodes them: each read by
+    seeking to its time (exact frames: keyframes alone may be one frame for a short
+    clip), so a long clip is not decoded twice."""
+    frames = []
+    for number in spread_frame_numbers(info.frame_count):
+        seconds = float((info.frame_pts[number] - info.frame_pts[0]) * info.time_base)
+        reader = FrameReader(source, seek_seconds=seconds, max_frames=1)
+        try:
+            frames.extend(reader.batches(1))
+        finally:
+            reader.kill()
+    return np.concatenate(frames) if frames else np.empty((0, MODEL_SIZE, MODEL_SIZE, 3), np.uint8)
 
 
 def _encode(source: Path, destinations: Mapping[str, Path], info: VideoInfo, stages: MatteStages, progress: bool,
