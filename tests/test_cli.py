@@ -988,3 +988,18 @@ def test_images_onto_a_full_disk_name_the_space_left_and_what_was_written(tiny_m
 def test_a_stretch_floor_outside_0_to_1_is_refused_in_one_line(value, tmp_path):
     result = run_cli(["video", "in.mp4", "--stretch-floor", value], cwd=tmp_path)
     assert result.returncode == 2 and "--stretch-floor" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_calibrate_first_makes_a_calibration_from_the_input_then_mattes_it(ffmpeg_exe, tiny_conv_model, tmp_path):
+    make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="96x72", frames=24)
+    args = ["video", "clip.mp4", "--precision", "int8", "--calibrate-first", "--force", "--model",
+            str(tiny_conv_model)]
+    first = run_cli(args, cwd=tmp_path, timeout=180)
+    assert first.returncode == 0, first.stderr
+    lines = stderr_lines(first)
+    assert any(line.startswith("trt-matte: INT8 calibration of tiny_conv_u2net.onnx") for line in lines), lines
+    assert not any("calibration was made from" in line for line in lines), lines  # made from this very clip
+    assert frame_count(tmp_path / "clip.matte.mp4") == 24
+    refused = run_cli(["video", "clip.mp4", "--calibrate-first", "--overwrite", "--model", str(tiny_conv_model)],
+                      cwd=tmp_path)
+    assert_one_line_error(refused, "--calibrate-first goes with --precision int8")

@@ -256,12 +256,12 @@ class Matter:
         if self.backend.precision != "int8":
             return
         report = load_report(current_calibration(self._request.model_path, cache_dir(), self.model_label))
-        if str(source.resolve()) not in report.inputs:
+        if source.resolve() not in {Path(name).resolve() for name in report.inputs}:
             made_from = ", ".join(Path(name).name for name in report.inputs[:3])
             model = self.model_label if self.model_label in MODELS else self._request.model_path
             self.announce(f"note: the INT8 calibration was made from {made_from}, not {source.name}; the run is "
-                          f"checked against FP32, and 'trt-matte calibrate {source} --model {model}' calibrates "
-                          "on it")
+                          f"checked against FP32; 'trt-matte calibrate {source} --model {model}' (or "
+                          "--calibrate-first) calibrates on it")
 
     def _guard(self) -> PrecisionGuard | None:
         """A fresh guard for one run when the backend runs a reduced precision."""

@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--crf", type=argparse_addons.Integer(0, 51), default=DEFAULT_CRF,
                        help=f"x264 quality of the matte and green outputs, lower is closer (default: {DEFAULT_CRF})")
     video.add_argument("--no-audio", action="store_true", help="leave the source's audio out of the outputs")
+    video.add_argument("--calibrate-first", action="store_true",
+                       help="with --precision int8: calibrate on this video's own frames first (reused when "
+                            "made before), then matte it")
     video.add_argument("--overwrite", action="store_true",
                        help="replace outputs that already exist (default: keep them and say so)")
     video.add_argument("--smooth", type=argparse_addons.Integer(0, MAX_STRENGTH), default=0, metavar="K",
@@ -229,6 +232,8 @@ def _run_video(args: argparse.Namespace) -> int:
             _status(args, kept_note(path))
         return 0
     probed = probe_video(args.input)
+    if args.calibrate_first:
+        _calibrate_on_input(args)
     with _matter(args) as matter:
         started = time.monotonic()
         result = matter.video(args.input, args.output, crf=args.crf, audio=not args.no_audio, batch=args.batch,
@@ -242,6 +247,15 @@ def _run_video(args: argparse.Namespace) -> int:
         _status(args, f"{result.precision.upper()} against FP32 on the frames checked: "
                       f"{result.precision_check.line(result.checked_frames)}")
     return 0
+
+
+def _calibrate_on_input(args: argparse.Namespace) -> None:
+    if args.precision != "int8":
+        raise MatteError("--calibrate-first goes with --precision int8")
+    report = calibrate([args.input], model=args.model, progress=not args.quiet,
+                       announce=lambda line: _status(args, line))
+    for line in report.lines():
+        _status(args, line)
 
 
 def _run_images(args: argparse.Namespace) -> int:
