@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 import av
 import numpy as np
@@ -29,6 +29,20 @@ def _any_frame_of(numbers: Sequence[int]) -> str:
         return f"eq(n,{numbers[0]})"
     middle = len(numbers) // 2
     return f"max({_any_frame_of(numbers[:middle])},{_any_frame_of(numbers[middle:])})"
+
+
+class _PipeEnd:
+    """ffmpeg's stdout as PyAV reads it: once ``kill`` has closed the pipe, a read finds
+    its end, where the closed file's ValueError would be printed by PyAV as a traceback."""
+
+    def __init__(self, pipe: BinaryIO):
+        self._pipe = pipe
+
+    def read(self, size: int) -> bytes:
+        try:
+            return self._pipe.read(size)
+        except ValueError:
+            return b""
 
 
 class FrameReader:
@@ -92,7 +106,7 @@ class FrameReader:
 
     def _packets(self) -> Iterator[av.Packet]:
         try:
-            with av.open(self._ffmpeg.process.stdout, format="nut") as pipe:
+            with av.open(_PipeEnd(self._ffmpeg.process.stdout), format="nut") as pipe:
                 yield from (packet for packet in pipe.demux(pipe.streams.video[0]) if packet.size)
         except (av.error.FFmpegError, ValueError):
             # A pipe cut short: ffmpeg's own exit status and message say why.
