@@ -165,3 +165,12 @@ def test_int8_on_footage_it_was_not_calibrated_on_gets_a_hint(tiny_conv_model, t
         notes.clear()
         matter.video(calibrated_clip, tmp_path / "calibrated.matte.mp4")
         assert not [note for note in notes if "calibration was made from" in note]
+
+
+def test_a_damaged_stretch_where_a_checked_frame_falls_is_passed_over(ffmpeg_exe, fp32, tmp_path):
+    from conftest import with_damaged_frames
+    intra = make_clip(ffmpeg_exe, tmp_path / "intra.mkv", size="160x120", frames=40, extra_output=["-g", "1"])
+    damaged = with_damaged_frames(intra, tmp_path / "damaged.mkv", list(range(32, 40)))  # the last check lands here
+    result, notes = _run(damaged, tmp_path / "out.mp4", Reduced(fp32), fp32)
+    assert result.frames == 32 and result.skipped == 8 and result.precision == "int8"
+    assert result.checked_frames == PRECHECK_FRAMES - 1 and notes == []

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..accuracy import Accuracy
 from ..engine.backend import Backend
+from ..errors import MatteError
 from ..files import remove_stale_temporaries
 from ..media.encoder import MatteEncoder
 from ..media.frame_reader import FrameReader
@@ -201,6 +202,8 @@ def _spread_frames(source: Path, info: VideoInfo) -> np.ndarray:
         reader = FrameReader(source, seek_seconds=seconds, max_frames=1)
         try:
             frames.extend(reader.batches(1))
+        except MatteError:
+            continue  # a damaged stretch: the run itself decodes past it, the guard checks the others
         finally:
             reader.kill()
     return np.concatenate(frames) if frames else np.empty((0, MODEL_SIZE, MODEL_SIZE, 3), np.uint8)
