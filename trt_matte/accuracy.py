@@ -30,21 +30,60 @@ class Accuracy:
                 f"mean abs error {self.mean_abs_error:.2f}/255")
 
 
+def _overlap(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """(intersection, union) of the foregrounds of two masks or stacks."""
+    foreground_a, foreground_b = a >= FOREGROUND_LEVEL, b >= FOREGROUND_LEVEL
+    return int(np.logical_and(foreground_a, foreground_b).sum()), int(np.logical_or(foreground_a, foreground_b).sum())
+
+
+def _iou(intersection: int, union: int) -> float:
+    return 1.0 if union == 0 else intersection / union  # two empty masks agree perfectly
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two masks (or stacks of masks, pooled) thresholded at 128; two empty masks agree perfectly."""
-    foreground_a, foreground_b = a >= FOREGROUND_LEVEL, b >= FOREGROUND_LEVEL
-    union = np.logical_or(foreground_a, foreground_b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(foreground_a, foreground_b).sum() / union)
+    return _iou(*_overlap(a, b))
+
+
+def _abs_error_sum(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).sum())
 
 
 def mean_abs_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+    return _abs_error_sum(a, b) / a.size
+
+
+class MaskTally:
+    """``compare_masks`` over masks that arrive one at a time, kept as sums: a run's spot
+    checks hold a few numbers, not every checked mask."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self._intersection = self._union = self._abs_error = self._pixels = 0
+        self._worst = 1.0
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        """One pair of masks [H,W]."""
+        intersection, union = _overlap(reference, candidate)
+        self._intersection += intersection
+        self._union += union
+        self._worst = min(self._worst, _iou(intersection, union))
+        self._abs_error += _abs_error_sum(reference, candidate)
+        self._pixels += reference.size
+        self.frames += 1
+
+    def accuracy(self) -> Accuracy | None:
+        if not self.frames:
+            return None
+        return Accuracy(round(_iou(self._intersection, self._union), 6), round(self._worst, 6),
+                        round(self._abs_error / self._pixels, 4))
 
 
 def compare_masks(reference: np.ndarray, candidate: np.ndarray) -> Accuracy:
     """Pooled and worst per-frame IoU (``mask_iou``) and mean absolute error of two mask stacks [N,H,W]."""
     if reference.shape != candidate.shape:
         raise ValueError(f"cannot compare masks of shapes {reference.shape} and {candidate.shape}")
-    worst = min(mask_iou(expected, actual) for expected, actual in zip(reference, candidate))
-    error = mean_abs_error(reference, candidate)
-    return Accuracy(round(mask_iou(reference, candidate), 6), round(worst, 6), round(error, 4))
+    tally = MaskTally()
+    for expected, actual in zip(reference, candidate):
+        tally.add(expected, actual)
+    return tally.accuracy()

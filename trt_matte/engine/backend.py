@@ -57,8 +57,12 @@ class Backend(abc.ABC):
             raise MatteError(f"frames of {width}x{height} exceed this engine's limit of {self.max_frame_side} "
                              "pixels a side; run 'trt-matte build --max-size N' with a larger N")
 
+    def device_label(self) -> str:
+        """The device as the start-up line names it."""
+        return self.device
+
     def describe(self, model_label: str) -> str:
-        return f"backend {self.name} on {self.device}, model {model_label}, {self.precision}"
+        return f"backend {self.name} on {self.device_label()}, model {model_label}, {self.precision}"
 
 
 def upload_batch(cuda: ModuleType, buffer: Any, rgb_batch: np.ndarray, stream: Any) -> int:

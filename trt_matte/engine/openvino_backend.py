@@ -83,8 +83,8 @@ class OpenVinoBackend(Backend):
         # The output tensor is reused by the next request, while the writer may still hold these masks.
         return self._request.get_output_tensor(0).data.copy()
 
-    def describe(self, model_label: str) -> str:
-        return f"backend openvino on cpu ({self.cpu_name}), model {model_label}, {self.precision}"
+    def device_label(self) -> str:
+        return f"cpu ({self.cpu_name})"
 
 
 def _first_line(error: Exception) -> str:

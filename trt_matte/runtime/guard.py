@@ -12,7 +12,7 @@ reduced precision is checked twice:
   frames checked so far fall below the gate, ``GuardTripped`` ends the attempt, and the
   caller starts the output again in FP32 (the reduced part is discarded).
 
-IoU is pooled over every checked frame (``accuracy.mask_iou`` on the stack), next to the
+IoU is pooled over every checked frame (``accuracy.MaskTally``, kept as sums), next to the
 mean absolute error and the worst single frame.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..accuracy import GATE_IOU, Accuracy, compare_masks
+from ..accuracy import GATE_IOU, Accuracy, MaskTally
 from ..engine.backend import Backend
 from ..errors import MatteError
 
@@ -46,8 +46,7 @@ class PrecisionGuard:
         self.reference = reference
         self.force = force
         self._announce = announce
-        self._reference_masks: list[np.ndarray] = []
-        self._candidate_masks: list[np.ndarray] = []
+        self._tally = MaskTally()
         self._frames_seen = 0
 
     def holds_before_writing(self, candidate: Backend, frames: np.ndarray) -> bool:
@@ -82,17 +81,14 @@ class PrecisionGuard:
 
     @property
     def checked_frames(self) -> int:
-        return len(self._reference_masks)
+        return self._tally.frames
 
     def accuracy(self) -> Accuracy | None:
         """The reduced masks against FP32 over every frame checked so far."""
-        if not self._reference_masks:
-            return None
-        return compare_masks(np.stack(self._reference_masks), np.stack(self._candidate_masks))
+        return self._tally.accuracy()
 
     def _record(self, rgb: np.ndarray, candidate_mask: np.ndarray) -> None:
-        self._reference_masks.append(self.reference.run(rgb[None])[0])
-        self._candidate_masks.append(candidate_mask)
+        self._tally.add(self.reference.run(rgb[None])[0], candidate_mask)
 
 
 def spread_frame_numbers(frame_count: int, wanted: int = PRECHECK_FRAMES) -> list[int]:
