@@ -9,8 +9,8 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from conftest import decode_rgb, mask_iou, mean_abs_error
-from trt_matte.build_engine.matte_graph import (INPUT_NAME, OUTPUT_NAME, build_matte_graph, load_network,
-                                                matte_graph_path)
+from trt_matte.build_engine.matte_graph import INPUT_NAME, OUTPUT_NAME, build_matte_graph, matte_graph_path
+from trt_matte.build_engine.network import load_network
 from trt_matte.errors import MatteError
 
 

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 from conftest import make_clip
 from trt_matte.build_engine.matte_graph import build_matte_graph, frame_shape_input, matte_graph_path
-from trt_matte.calibration.quantize import prepare_network, with_static_resizes
+from trt_matte.build_engine.network import prepare_network, with_static_resizes
 from trt_matte.media.frame_reader import FrameReader
 
 

@@ -23,6 +23,7 @@ from ..errors import MatteError
 from ..files import atomic_write_bytes, file_digest
 from ..models import MODEL_SIZE
 from .fp16 import convert_network_to_fp16
+from .network import default_opset, load_network, network_input_name, prepare_network
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,7 +34,7 @@ BATCH_DIM = "batch"
 # int8: the network is already a Q/DQ graph from ``trt-matte calibrate`` and is wrapped as is.
 PRECISIONS = ("fp32", "fp16", "int8")
 # Bump when the recipe below changes, so cached graphs are rebuilt.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 # rembg guards the max division with 1e-6 on a 0..1 scale; we divide raw 0..255 values.
 MAX_GUARD = 1e-6
 RANGE_GUARD = 1e-12
@@ -49,33 +50,6 @@ def frame_shape_dims(height: int, width: int) -> tuple[int, int, int]:
 def frame_shape_input(height: int, width: int) -> np.ndarray:
     """``frame_shape`` for ONNX Runtime on the host: an empty uint8 array of that shape."""
     return np.zeros(frame_shape_dims(height, width), np.uint8)
-
-
-def load_network(model_path: Path) -> onnx.ModelProto:
-    """Load a rembg U²-Net ONNX file and check it has the interface the recipe needs."""
-    try:
-        model = onnx.load(str(model_path))
-    except FileNotFoundError:
-        raise MatteError(f"model file not found: {model_path}") from None
-    except Exception as exc:  # onnx raises DecodeError, ValueError... on non-ONNX bytes
-        raise MatteError(f"{model_path} is not an ONNX model ({type(exc).__name__})") from None
-    graph = model.graph
-    inputs = _data_inputs(model)
-    if len(inputs) != 1 or len(graph.output) < 1:
-        raise MatteError(f"{model_path}: expected one image input and at least one output, "
-                         f"found {len(inputs)} inputs and {len(graph.output)} outputs")
-    dims = [d.dim_value or d.dim_param for d in inputs[0].type.tensor_type.shape.dim]
-    if len(dims) != 4 or dims[1] != 3 or dims[2:] != [MODEL_SIZE, MODEL_SIZE]:
-        raise MatteError(f"{model_path}: input {inputs[0].name} has shape {dims}, "
-                         f"expected [N,3,{MODEL_SIZE},{MODEL_SIZE}] (a rembg U²-Net model)")
-    head = graph.output[0]
-    head_dims = [d.dim_value or d.dim_param for d in head.type.tensor_type.shape.dim]
-    # Exporters may leave a dimension unnamed (0 here); only a known wrong size is refused.
-    if len(head_dims) != 4 or any(isinstance(size, int) and size not in (0, wanted)
-                                  for size, wanted in zip(head_dims[1:], (1, MODEL_SIZE, MODEL_SIZE))):
-        raise MatteError(f"{model_path}: its first output {head.name} has shape {head_dims}; trt-matte needs "
-                         f"[N,1,{MODEL_SIZE},{MODEL_SIZE}], one mask channel (a rembg U²-Net model)")
-    return model
 
 
 def _constant(name: str, values: np.ndarray) -> onnx.TensorProto:
@@ -199,20 +173,6 @@ def _to_uint8(source: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.
     return nodes, constants
 
 
-def default_opset(model: onnx.ModelProto) -> int:
-    return next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
-
-
-def _data_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    """Graph inputs that are not weights (old exporters list the initializers as inputs too)."""
-    initializer_names = {init.name for init in model.graph.initializer}
-    return [inp for inp in model.graph.input if inp.name not in initializer_names]
-
-
-def network_input_name(network: onnx.ModelProto) -> str:
-    return _data_inputs(network)[0].name
-
-
 def build_matte_graph(network: onnx.ModelProto, upsize: bool = False, stretch_floor: float = 0.0) -> onnx.ModelProto:
     """Wrap a U²-Net network in the recipe; the result has a dynamic batch dimension.
 
@@ -278,8 +238,9 @@ def matte_graph_path(network_path: Path, cache_dir: Path, precision: str = "fp32
     target = cache_dir / "graphs" / f"matte-v{RECIPE_VERSION}-{variant}-{digest}.onnx"
     if target.is_file():
         return target
-    network = load_network(network_path)
-    if precision == "fp16":
-        network = convert_network_to_fp16(network)
+    # FP16 from the prepared network: converted from the exported one (Resize sizes computed
+    # at run time, opset 11), u2netp's FP16 matte lost twice as much on low-confidence clips.
+    network = convert_network_to_fp16(prepare_network(network_path)) if precision == "fp16" \
+        else load_network(network_path)
     atomic_write_bytes(target, build_matte_graph(network, upsize, stretch_floor).SerializeToString())
     return target

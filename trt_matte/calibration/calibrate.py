@@ -20,7 +20,8 @@ from ..build_engine.matte_graph import INPUT_NAME, OUTPUT_NAME, matte_graph_path
 from ..errors import MatteError
 from ..files import atomic_folder, file_digest
 from ..onnxruntime_sessions import CPU_PROVIDER, open_session
-from .quantize import METHOD, SENSITIVITY_FRAMES, NetworkInputs, left_out_convolutions, prepare_network, quantize_flavours
+from ..build_engine.network import prepare_network
+from .quantize import METHOD, SENSITIVITY_FRAMES, NetworkInputs, left_out_convolutions, quantize_flavours
 from .sampling import sample_frames
 from .store import RECIPE, REPORT_NAME, CalibrationReport, is_complete, make_current, model_folder
 

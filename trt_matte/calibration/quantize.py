@@ -14,10 +14,11 @@ Weights are per output channel and symmetric in both. Only the network is quanti
 the matte graph's pre- and post-processing stay FP32 around it. Convolutions whose
 output 8-bit quantization measurably ruins (``sensitive_convolutions``), and in the
 TensorRT graph the mask head, are left out of INT8 (``left_out_convolutions``; FP32 in
-the CPU graph, FP16 in the TensorRT one): in
+the CPU graph, FP16 in the TensorRT one unless FP16 ruins them too): in
 U²-Net-p one decoder convolution reads a concatenation of a 0..17 tensor with a
 0..228 one, and a shared 8-bit scale wipes out the small half (output SQNR -5 dB, the
-whole mask lost; every other convolution measured above 22 dB).
+whole mask lost; every other convolution measured above 22 dB). FP16 ruins the same
+one (``build_engine.fp16``), so the TensorRT graph keeps it FP32 with its input path.
 
 MinMax ranges, because the histogram methods measured worse here: percentile ranges
 gave IoU 0.93 against FP32 where MinMax gave 0.985, and held every calibration
@@ -34,15 +35,13 @@ from typing import Iterator
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper, version_converter
-from onnxruntime import InferenceSession
 from tqdm import tqdm
 
-from ..build_engine.fp16 import convert_network_to_fp16
-from ..build_engine.matte_graph import (INPUT_NAME, default_opset, load_network, network_input_name,
-                                        preprocessing_graph)
+from ..build_engine.fp16 import KeptInFp32, convert_network_to_fp16, kept_in_fp32
+from ..build_engine.matte_graph import INPUT_NAME, preprocessing_graph
+from ..build_engine.network import MIN_OPSET, convert_opset, network_input_name
+from ..build_engine.sensitivity import Rounding, measure_convolutions
 from ..errors import MatteError
-from ..models import MODEL_SIZE
 from ..onnxruntime_sessions import cpu_session, ort_errors
 
 # The first flavour measures every tensor's range; the second reuses a subset of them.
@@ -52,83 +51,12 @@ FLAVOURS = ("cpu", "tensorrt")
 # the convolutions' outputs, lost IoU (u2netp, held-out frames: 0.958 and 0.970 vs 0.975).
 TENSORRT_OPS = ["Conv"]
 METHOD = "minmax"
-# Per-channel weight Q/DQ needs the axis attribute of opset 13; FP16 Q/DQ scales need 19.
-MIN_OPSET = 13
+# FP16 Q/DQ scales need opset 19.
 FP16_QDQ_OPSET = 19
 # Convolutions whose output SQNR under 8-bit quantization falls below this stay FP32.
 SENSITIVE_SQNR_DB = 15.0
 SENSITIVITY_FRAMES = 2
-# Convolutions measured per network pass, bounding the memory the exposed inputs take.
-SENSITIVITY_CHUNK = 32
 INT8_LEVELS = 127
-
-
-def prepare_network(model_path: Path) -> onnx.ModelProto:
-    """The U²-Net network with only its first head (the one the matte uses), opset >= 13."""
-    network = load_network(model_path)
-    input_name = network_input_name(network)
-    network = onnx.utils.Extractor(network).extract_model([input_name], [network.graph.output[0].name])
-    if default_opset(network) < MIN_OPSET:
-        network = _convert_opset(network, MIN_OPSET)
-    _name_every_node(network)
-    try:
-        return with_static_resizes(network)
-    except ort_errors() as exc:
-        raise MatteError(f"{model_path}: ONNX Runtime could not run the network ({exc})".splitlines()[0]) from None
-
-
-def _name_every_node(network: onnx.ModelProto) -> None:
-    """The quantizer's exclusions and the FP16 converter's casts go by node name: an
-    exporter's empty or repeated names would exclude or collide with each other."""
-    taken: set[str] = set()
-    for index, node in enumerate(network.graph.node):
-        if not node.name or node.name in taken:
-            node.name = f"{node.op_type}_trt_matte_{index}"
-        taken.add(node.name)
-
-
-def _convert_opset(network: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    """The network at ``opset``, with the IR version that opset needs (the converter keeps the old one)."""
-    try:
-        converted = version_converter.convert_version(network, opset)
-    except Exception as exc:  # the converter raises bare RuntimeErrors and ValidationErrors
-        raise MatteError(f"cannot convert the network from opset {default_opset(network)} to {opset} "
-                         f"for quantization ({exc})".splitlines()[0]) from None
-    converted.ir_version = max(converted.ir_version, helper.find_min_ir_version_for(list(converted.opset_import)))
-    return converted
-
-
-def with_static_resizes(network: onnx.ModelProto) -> onnx.ModelProto:
-    """Give every Resize constant scales in place of sizes computed from Shape ops at run time.
-
-    The network always sees 320x320, so each upsampling factor is fixed; the scales keep
-    the batch dimension free, and the results are bit-identical. ONNX Runtime then runs
-    the Resizes on uint8 instead of dequantizing around each (and drops the layout
-    transposes those forced): ~10% faster INT8 on the CPU, and ~400 shape ops fewer.
-    """
-    resizes = [node for node in network.graph.node if node.op_type == "Resize"]
-    if not resizes:
-        return network
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(network)
-    tensors = sorted({name for node in resizes for name in (node.input[0], node.output[0])})
-    exposed.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in tensors)
-    probe = np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), np.float32)
-    shapes = {name: value.shape for name, value in
-              zip(tensors, cpu_session(exposed).run(tensors, {network_input_name(network): probe}))}
-    rewritten = onnx.ModelProto()
-    rewritten.CopyFrom(network)
-    resizes = [node for node in rewritten.graph.node if node.op_type == "Resize"]
-    for index, node in enumerate(resizes):
-        source, target = shapes[node.input[0]], shapes[node.output[0]]
-        scales = np.array([1.0, 1.0, target[2] / source[2], target[3] / source[3]], np.float32)
-        name = f"trt_matte_static_scales_{index}"  # node names may be empty or repeated
-        rewritten.graph.initializer.append(numpy_helper.from_array(scales, name))
-        del node.input[1:]
-        node.input.extend(["", name])  # no roi, scales, no sizes
-    # The Shape/Gather/Concat chains that computed the sizes are now dead: drop them.
-    return onnx.utils.Extractor(rewritten).extract_model([network_input_name(network)],
-                                                         [output.name for output in network.graph.output])
 
 
 class NetworkInputs:
@@ -158,26 +86,6 @@ def _fake_quantize(values: np.ndarray, channel_axis: bool) -> np.ndarray:
     return (np.clip(np.round(values / scale), -INT8_LEVELS, INT8_LEVELS) * scale).astype(np.float32)
 
 
-def _sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float:
-    noise = float(np.mean((reference.astype(np.float64) - approximation) ** 2))
-    signal = float(np.mean(reference.astype(np.float64) ** 2))
-    return float("inf") if noise == 0 else 10.0 * np.log10(max(signal, 1e-30) / noise)
-
-
-def _single_conv(node: onnx.NodeProto, opset: int) -> InferenceSession:
-    inputs = ["x", "w", "b"][:len(node.input)]
-    conv = helper.make_node("Conv", inputs, ["y"], **{a.name: helper.get_attribute_value(a) for a in node.attribute})
-    graph = helper.make_graph([conv], "conv", [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
-                                               for name in inputs],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    return cpu_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def left_out_convolutions(network: onnx.ModelProto, inputs: NetworkInputs) -> dict[str, dict[str, str]]:
     """Per flavour, the convolutions kept out of INT8, each with the reason.
 
@@ -198,34 +106,16 @@ def left_out_convolutions(network: onnx.ModelProto, inputs: NetworkInputs) -> di
     return {"cpu": dict(sorted(measured.items())), "tensorrt": dict(sorted({**heads, **measured}.items()))}
 
 
+INT8_ROUNDING = Rounding(activation=lambda values: _fake_quantize(values, False),
+                         weights=lambda values: _fake_quantize(values, True))
+
+
 def sensitive_convolutions(network: onnx.ModelProto, inputs: NetworkInputs) -> dict[str, float]:
     """Convolutions whose output SQNR with 8-bit input and weights is below the bound, with
     that SQNR: each one measured alone on a few frames (the stricter symmetric int8 flavour)."""
-    weights = {init.name: numpy_helper.to_array(init) for init in network.graph.initializer}
-    convolutions = [node for node in network.graph.node
-                    if node.op_type == "Conv" and len(node.input) >= 2 and node.input[1] in weights]
-    opset = default_opset(network)
-    worst: dict[str, float] = {}
-    for chunk in _chunks(convolutions, SENSITIVITY_CHUNK):
-        exposed = onnx.ModelProto()
-        exposed.CopyFrom(network)
-        exposed.graph.output.extend(helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None)
-                                    for node in chunk)
-        session = cpu_session(exposed)
-        names = [node.input[0] for node in chunk]
-        alone = {node.name: _single_conv(node, opset) for node in chunk}
-        for frame, _ in zip(inputs, range(SENSITIVITY_FRAMES)):
-            activations = dict(zip(names, session.run(names, {network_input_name(network): frame})))
-            for node in chunk:
-                feeds = {"x": activations[node.input[0]], "w": weights[node.input[1]]}
-                if len(node.input) > 2:
-                    feeds["b"] = weights[node.input[2]]
-                conv = alone[node.name]
-                exact = conv.run(None, feeds)[0]
-                feeds.update(x=_fake_quantize(feeds["x"], False), w=_fake_quantize(feeds["w"], True))
-                sqnr = _sqnr_db(exact, conv.run(None, feeds)[0])
-                worst[node.name] = min(sqnr, worst.get(node.name, float("inf")))
-    return {name: sqnr for name, sqnr in worst.items() if sqnr < SENSITIVE_SQNR_DB}
+    frames = (frame for frame, _ in zip(inputs, range(SENSITIVITY_FRAMES)))
+    measured = measure_convolutions(network, list(frames), INT8_ROUNDING)
+    return {name: result.sqnr_db for name, result in measured.items() if result.sqnr_db < SENSITIVE_SQNR_DB}
 
 
 class _FrameFeed:
@@ -285,12 +175,14 @@ def quantize_flavours(network: onnx.ModelProto, inputs: NetworkInputs, left_out:
                     **ranges)
             quantized[flavour] = target.read_bytes()
             progress = progress and not ranges
-    quantized["tensorrt"] = with_fp16_rest(onnx.load_from_string(quantized["tensorrt"])).SerializeToString()
+    quantized["tensorrt"] = with_fp16_rest(onnx.load_from_string(quantized["tensorrt"]),
+                                           kept_in_fp32(network)).SerializeToString()
     return quantized
 
 
-def with_fp16_rest(network: onnx.ModelProto) -> onnx.ModelProto:
+def with_fp16_rest(network: onnx.ModelProto, kept: KeptInFp32) -> onnx.ModelProto:
     """Everything outside the INT8 convolutions in FP16, as ModelOpt's default output is:
     TensorRT's strongly typed build keeps each tensor's ONNX type, so an FP32 rest would
-    run in FP32. Opset 19 lets Q/DQ scales (and so the dequantized tensors) be FP16."""
-    return convert_network_to_fp16(_convert_opset(network, FP16_QDQ_OPSET))
+    run in FP32. Opset 19 lets Q/DQ scales (and so the dequantized tensors) be FP16.
+    ``kept``: the FP16 graph's FP32 nodes, measured on the network before quantization."""
+    return convert_network_to_fp16(convert_opset(network, FP16_QDQ_OPSET), kept)
