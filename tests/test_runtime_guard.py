@@ -13,7 +13,8 @@ from trt_matte.build_engine.matte_graph import matte_graph_path
 from trt_matte.engine.backend import Backend
 from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
 from trt_matte.runtime import guard as guard_module
-from trt_matte.runtime.guard import PRECHECK_FRAMES, PrecisionGuard, spread_frame_numbers
+from trt_matte.runtime.guard import (LOW_CONFIDENCE_PEAK, PRECHECK_FRAMES, PrecisionGuard, check_line,
+                                     spread_frame_numbers)
 from trt_matte.runtime.video import matte_video
 
 
@@ -44,7 +45,8 @@ def _run(clip, output, backend, reference, force=False):
 
 @pytest.fixture(scope="module")
 def fp32(tiny_model, cache_home):
-    return OnnxRuntimeBackend(matte_graph_path(tiny_model, cache_home), device="cpu")
+    """The guard's reference: its graph also gives each frame's top probability."""
+    return OnnxRuntimeBackend(matte_graph_path(tiny_model, cache_home, peaks=True), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def test_a_graph_that_breaks_mid_run_is_replaced_from_the_first_frame(ffmpeg_exe
 def u2netp_backends(u2netp_path, cache_home):
     reduced = OnnxRuntimeBackend(matte_graph_path(u2netp_path, cache_home, "fp16"), device="cpu")
     reduced.precision = "fp16"
-    return reduced, OnnxRuntimeBackend(matte_graph_path(u2netp_path, cache_home), device="cpu")
+    return reduced, OnnxRuntimeBackend(matte_graph_path(u2netp_path, cache_home, peaks=True), device="cpu")
 
 
 def test_the_fp16_graph_holds_on_a_person(ffmpeg_exe, carphone_path, u2netp_backends, tmp_path, monkeypatch):
@@ -115,15 +117,48 @@ def test_the_fp16_graph_holds_on_a_person(ffmpeg_exe, carphone_path, u2netp_back
     result, notes = _run(short, tmp_path / "out.mp4", *u2netp_backends)
     assert result.precision == "fp16" and notes == []
     assert result.precision_check.iou >= 0.97 and result.precision_check.mean_abs_error <= 2
+    assert result.low_confidence_frames == 0  # a person in every frame: top probability 1.00
 
 
-def test_the_fp16_graph_falls_back_on_a_clip_without_a_person(ffmpeg_exe, u2netp_backends, tmp_path):
-    """ffmpeg's test pattern: no subject, low confidence everywhere, and U²-Net's per-frame
-    stretch turns FP16's rounding into a different matte (measured IoU 0.96 against FP32)."""
+def test_the_fp16_graph_holds_on_frames_without_a_subject_and_counts_them(ffmpeg_exe, u2netp_backends, tmp_path):
+    """Colour gradients: the network is unsure (top probability 0.3-0.8), the frames the
+    FP16 graph used to fail on (IoU 0.67 before its sensitive layers stayed FP32)."""
+    gradients = tmp_path / "gradients.mp4"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-f", "lavfi", "-i", "gradients=s=320x240:r=10:seed=7:speed=0.2",
+                    "-frames:v", "12", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(gradients)], check=True)
+    result, notes = _run(gradients, tmp_path / "out.mp4", *u2netp_backends)
+    assert result.precision == "fp16" and notes == []
+    assert result.precision_check.iou >= 0.97
+    assert result.low_confidence_frames == result.checked_frames == PRECHECK_FRAMES
+    line = check_line(result.precision_check, result.checked_frames, result.low_confidence_frames)
+    assert line.endswith(f"; {PRECHECK_FRAMES} of them low-confidence (top probability below {LOW_CONFIDENCE_PEAK})")
+
+
+@pytest.fixture(scope="module")
+def u2netp_int8_from_carphone(u2netp_path, carphone_path, tmp_path_factory):
+    from pathlib import Path
+
+    from trt_matte.calibration.calibrate import calibrate
+    cache = tmp_path_factory.mktemp("int8")
+    report = calibrate(u2netp_path, "u2netp", [carphone_path], cache, frames=8)
+    reduced = OnnxRuntimeBackend(matte_graph_path(Path(report.folder) / "network-cpu.onnx", cache, "int8"),
+                                 device="cpu")
+    reduced.precision = "int8"
+    return reduced
+
+
+def test_int8_made_from_a_person_falls_back_on_a_test_pattern(ffmpeg_exe, u2netp_backends,
+                                                              u2netp_int8_from_carphone, tmp_path):
+    """Calibrated on carphone, INT8 holds there and fails on ffmpeg's test pattern (IoU
+    0.70, MAE 24/255 against FP32, measured): the run says so and writes FP32."""
+    _, reference = u2netp_backends
     pattern = make_clip(ffmpeg_exe, tmp_path / "pattern.mp4", size="320x240", frames=12)
-    result, notes = _run(pattern, tmp_path / "out.mp4", *u2netp_backends)
-    assert result.precision == "fp32"
-    assert len(notes) == 1 and "FP16 against FP32 before writing" in notes[0]
+    result, notes = _run(pattern, tmp_path / "out.mp4", u2netp_int8_from_carphone, reference)
+    assert result.precision == "fp32" and result.precision_check is None
+    assert len(notes) == 1 and "INT8 against FP32 before writing" in notes[0] and "running FP32 instead" in notes[0]
+    fp32_output = tmp_path / "fp32.mp4"
+    matte_video(pattern, fp32_output, reference, progress=False)
+    assert mean_abs_error(decode_gray(ffmpeg_exe, tmp_path / "out.mp4"), decode_gray(ffmpeg_exe, fp32_output)) == 0
 
 
 @pytest.mark.parametrize("good_frames, precision_note", [(None, None), (0, "running FP32 instead")])

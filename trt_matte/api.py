@@ -81,6 +81,8 @@ class BackendRequest:
     accept_below_gate: bool = False
     # The matte graph's bound on the per-frame stretch (0: rembg's numerics).
     stretch_floor: float = 0.0
+    # The host graph also returns each frame's top probability (``Backend.run_with_peaks``).
+    peaks: bool = False
 
 
 def open_backend(request: BackendRequest) -> Backend:
@@ -135,7 +137,8 @@ def _open_openvino(request: BackendRequest) -> Backend:
         raise MatteError("OpenVINO runs fp32 or int8 here (FP16 is the GPU's); use --precision fp32 or int8")
     network = network_for(request.model_path, request.cache_dir, precision, OPENVINO_FLAVOUR,
                           model_label=request.model_label, accept_below_gate=request.accept_below_gate)
-    graph = matte_graph_path(network, request.cache_dir, precision, stretch_floor=request.stretch_floor)
+    graph = matte_graph_path(network, request.cache_dir, precision, stretch_floor=request.stretch_floor,
+                             peaks=request.peaks)
     return OpenVinoBackend(graph, request.cache_dir / "openvino", threads=request.threads)
 
 
@@ -144,7 +147,7 @@ def reference_request(request: BackendRequest, reduced: Backend) -> BackendReque
     CPU; on a GPU, ONNX Runtime (CUDA where installed, else the CPU), never a second engine."""
     on_cpu = reduced.device == "cpu" and not reduced.takes_device_batches
     return replace(request, backend=reduced.name if on_cpu else "onnxruntime",
-                   device="cpu" if on_cpu else "auto", precision="fp32", accept_below_gate=False)
+                   device="cpu" if on_cpu else "auto", precision="fp32", accept_below_gate=False, peaks=True)
 
 
 def _resolved_precision(precision: str, tensorrt: bool) -> str:
@@ -157,7 +160,8 @@ def _open_onnxruntime(request: BackendRequest) -> Backend:
     precision = _resolved_precision(request.precision, tensorrt=False)
     network = network_for(request.model_path, request.cache_dir, precision, "cpu", model_label=request.model_label,
                           accept_below_gate=request.accept_below_gate)
-    graph = matte_graph_path(network, request.cache_dir, precision, stretch_floor=request.stretch_floor)
+    graph = matte_graph_path(network, request.cache_dir, precision, stretch_floor=request.stretch_floor,
+                             peaks=request.peaks)
     backend = OnnxRuntimeBackend(graph, device=request.device, threads=request.threads)
     if backend.device == "cuda" and gpu_pipeline_available():
         from .engine.onnxruntime_cuda import OnnxRuntimeCudaBackend  # cuda-python only where it runs

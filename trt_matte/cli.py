@@ -32,6 +32,7 @@ from .media.outputs import (DEFAULT_CRF, check_output_paths, existing_outputs, i
 from .media.ffmpeg import ffmpeg_note
 from .media.probe import probe_video
 from .models import DEFAULT_MODEL, MODELS, cache_dir
+from .runtime.guard import check_line
 from .runtime.images import find_inputs
 from .runtime.smoothing import DEFAULT_STRENGTH, MAX_STRENGTH
 
@@ -245,7 +246,7 @@ def _run_video(args: argparse.Namespace) -> int:
                   f"{result.damage_note()})")
     if result.precision_check is not None:
         _status(args, f"{result.precision.upper()} against FP32 on the frames checked: "
-                      f"{result.precision_check.line(result.checked_frames)}")
+                      f"{check_line(result.precision_check, result.checked_frames, result.low_confidence_frames)}")
     return 0
 
 

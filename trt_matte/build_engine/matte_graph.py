@@ -29,6 +29,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_NAME = "rgb"
 OUTPUT_NAME = "mask"
+# Optional second output: each frame's top probability (the network head's maximum before
+# the stretch), for the precision guard's count of low-confidence frames.
+PEAK_NAME = "peak"
 FRAME_SHAPE_NAME = "frame_shape"
 BATCH_DIM = "batch"
 # int8: the network is already a Q/DQ graph from ``trt-matte calibrate`` and is wrapped as is.
@@ -173,13 +176,15 @@ def _to_uint8(source: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.
     return nodes, constants
 
 
-def build_matte_graph(network: onnx.ModelProto, upsize: bool = False, stretch_floor: float = 0.0) -> onnx.ModelProto:
+def build_matte_graph(network: onnx.ModelProto, upsize: bool = False, stretch_floor: float = 0.0,
+                      peaks: bool = False) -> onnx.ModelProto:
     """Wrap a U²-Net network in the recipe; the result has a dynamic batch dimension.
 
     With ``upsize`` the graph also takes ``frame_shape`` (uint8 [0,H,W]: empty, only
     its shape counts; see ``frame_shape_dims``) and returns masks resized to H x W, so a
     GPU engine hands back finished mattes and no full-size resize runs on the host.
     ``stretch_floor`` > 0 bounds the per-frame stretch (see ``_normalize_head``).
+    ``peaks`` adds the ``peak`` output, float [N,1,1,1].
     """
     opset = default_opset(network)
     if opset < 11:
@@ -193,11 +198,6 @@ def build_matte_graph(network: onnx.ModelProto, upsize: bool = False, stretch_fl
     if upsize:
         stages.append(_upsize("post_unit", "post_upsized", opset))
     stages.append(_to_uint8("post_upsized" if upsize else "post_unit", opset))
-    nodes = [node for stage_nodes, _ in stages for node in stage_nodes]
-    constants = [constant for _, stage_constants in stages for constant in stage_constants]
-    if opset >= 18:
-        constants.append(_constant("per_image_axes", np.array([1, 2, 3], dtype=np.int64)))
-
     # The exporter's shape annotations pin the batch to 1; drop them and let the
     # runtime infer shapes from the dynamic input.
     inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [BATCH_DIM, MODEL_SIZE, MODEL_SIZE, 3])]
@@ -206,21 +206,30 @@ def build_matte_graph(network: onnx.ModelProto, upsize: bool = False, stretch_fl
         inputs.append(helper.make_tensor_value_info(FRAME_SHAPE_NAME, TensorProto.UINT8,
                                                     ["frame_shape_empty", "height", "width"]))
         mask_size = ["height", "width"]
+    nodes = [node for stage_nodes, _ in stages for node in stage_nodes]
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.UINT8, [BATCH_DIM, *mask_size])]
+    if peaks:
+        nodes.append(helper.make_node("Identity", ["post_max"], [PEAK_NAME]))
+        outputs.append(helper.make_tensor_value_info(PEAK_NAME, TensorProto.FLOAT, [BATCH_DIM, 1, 1, 1]))
+    constants = [constant for _, stage_constants in stages for constant in stage_constants]
+    if opset >= 18:
+        constants.append(_constant("per_image_axes", np.array([1, 2, 3], dtype=np.int64)))
+
     wrapped = helper.make_graph(
-        nodes, f"trt_matte_{graph.name or 'u2net'}", inputs,
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.UINT8, [BATCH_DIM, *mask_size])],
+        nodes, f"trt_matte_{graph.name or 'u2net'}", inputs, outputs,
         initializer=list(graph.initializer) + constants,
     )
     model = helper.make_model(wrapped, opset_imports=list(network.opset_import),
                               producer_name="trt-matte")
     model.ir_version = network.ir_version
-    model = onnx.utils.Extractor(model).extract_model([graph_input.name for graph_input in inputs], [OUTPUT_NAME])
+    model = onnx.utils.Extractor(model).extract_model([graph_input.name for graph_input in inputs],
+                                                      [output.name for output in outputs])
     onnx.checker.check_model(model)
     return model
 
 
 def matte_graph_path(network_path: Path, cache_dir: Path, precision: str = "fp32", upsize: bool = False,
-                     stretch_floor: float = 0.0) -> Path:
+                     stretch_floor: float = 0.0, peaks: bool = False) -> Path:
     """Return the cached matte graph for a network file and variant, building it on first use.
 
     ``network_path`` is the model file, or for ``int8`` the Q/DQ network of a calibration,
@@ -235,6 +244,7 @@ def matte_graph_path(network_path: Path, cache_dir: Path, precision: str = "fp32
     digest = file_digest(network_path)[:16]
     variant = f"{precision}-upsize" if upsize else precision
     variant += f"-floor{stretch_floor:g}" if stretch_floor else ""
+    variant += "-peaks" if peaks else ""
     target = cache_dir / "graphs" / f"matte-v{RECIPE_VERSION}-{variant}-{digest}.onnx"
     if target.is_file():
         return target
@@ -242,5 +252,5 @@ def matte_graph_path(network_path: Path, cache_dir: Path, precision: str = "fp32
     # at run time, opset 11), u2netp's FP16 matte lost twice as much on low-confidence clips.
     network = convert_network_to_fp16(prepare_network(network_path)) if precision == "fp16" \
         else load_network(network_path)
-    atomic_write_bytes(target, build_matte_graph(network, upsize, stretch_floor).SerializeToString())
+    atomic_write_bytes(target, build_matte_graph(network, upsize, stretch_floor, peaks).SerializeToString())
     return target

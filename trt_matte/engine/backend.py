@@ -43,6 +43,11 @@ class Backend(abc.ABC):
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
         """uint8 [N,320,320,3] RGB -> uint8 [N,320,320] masks."""
 
+    def run_with_peaks(self, rgb_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(masks, float [N] top probabilities) from a graph made with ``peaks``: the host
+        backends that serve as the precision guard's FP32 reference have it."""
+        raise NotImplementedError(f"the {self.name} backend does not report top probabilities")
+
     def close(self) -> None:
         """Release device memory, streams and sessions now; host-only backends hold none."""
 

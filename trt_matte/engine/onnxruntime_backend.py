@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..build_engine.matte_graph import INPUT_NAME, OUTPUT_NAME
+from ..build_engine.matte_graph import INPUT_NAME, OUTPUT_NAME, PEAK_NAME
 from ..onnxruntime_sessions import (CPU_PROVIDER, CUDA_PROVIDER, cuda_session, open_session,
                                     preload_cuda_libraries)
 from .backend import Backend
@@ -34,3 +34,7 @@ class OnnxRuntimeBackend(Backend):
 
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
         return self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(rgb_batch)})[0]
+
+    def run_with_peaks(self, rgb_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        masks, peaks = self._session.run([OUTPUT_NAME, PEAK_NAME], {INPUT_NAME: np.ascontiguousarray(rgb_batch)})
+        return masks, peaks.reshape(len(masks))

@@ -21,6 +21,7 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
+from ..build_engine.matte_graph import OUTPUT_NAME, PEAK_NAME
 from ..errors import MatteError
 from .backend import Backend
 
@@ -81,7 +82,11 @@ class OpenVinoBackend(Backend):
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
         self._request.infer([np.ascontiguousarray(rgb_batch, dtype=np.uint8)])
         # The output tensor is reused by the next request, while the writer may still hold these masks.
-        return self._request.get_output_tensor(0).data.copy()
+        return self._request.get_tensor(OUTPUT_NAME).data.copy()
+
+    def run_with_peaks(self, rgb_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        masks = self.run(rgb_batch)
+        return masks, self._request.get_tensor(PEAK_NAME).data.reshape(len(masks)).copy()
 
     def device_label(self) -> str:
         return f"cpu ({self.cpu_name})"

@@ -13,7 +13,9 @@ reduced precision is checked twice:
   caller starts the output again in FP32 (the reduced part is discarded).
 
 IoU is pooled over every checked frame (``accuracy.MaskTally``, kept as sums), next to the
-mean absolute error and the worst single frame.
+mean absolute error and the worst single frame. The FP32 reference also gives each checked
+frame's top probability, so the report says how many were low-confidence frames, where
+every precision and backend disagrees most.
 """
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ SPOT_CHECK_EVERY = 100
 # The run is judged only once this many frames were spot-checked: one frame alone can
 # fall below the gate where the pooled IoU of the clip holds.
 MIN_SPOT_FRAMES = 3
+# A frame whose top probability (the network's output before the stretch) is below this
+# is one where it is unsure: u2netp gave 1.00 on every frame with a person in the clips
+# measured, 0.30-0.79 on patterns and gradients, 0.76-1.00 on ffmpeg's test pattern.
+LOW_CONFIDENCE_PEAK = 0.9
 
 
 class GuardTripped(MatteError):
@@ -48,6 +54,7 @@ class PrecisionGuard:
         self._announce = announce
         self._tally = MaskTally()
         self._frames_seen = 0
+        self.low_confidence_frames = 0  # of the checked frames
 
     def holds_before_writing(self, candidate: Backend, frames: np.ndarray) -> bool:
         """Matte ``frames`` (uint8 [N,320,320,3]) in both precisions; False sends the run to
@@ -57,8 +64,7 @@ class PrecisionGuard:
         accuracy = self.accuracy()
         if accuracy is None or accuracy.passes:
             return True
-        verdict = f"{candidate.precision.upper()} against FP32 before writing: {accuracy.line(self.checked_frames)}, " \
-                  f"below the {GATE_IOU} gate"
+        verdict = f"{candidate.precision.upper()} against FP32 before writing: {self.line()}, below the {GATE_IOU} gate"
         if self.force:
             self._announce(f"{verdict}; --force keeps {candidate.precision.upper()}")
             return True
@@ -76,8 +82,7 @@ class PrecisionGuard:
             accuracy = self.accuracy()
             if (not self.force and self.checked_frames >= MIN_SPOT_FRAMES and accuracy is not None
                     and not accuracy.passes):
-                raise GuardTripped(f"spot checks against FP32 fell to {accuracy.line(self.checked_frames)}, below "
-                                   f"the {GATE_IOU} gate")
+                raise GuardTripped(f"spot checks against FP32 fell to {self.line()}, below the {GATE_IOU} gate")
 
     @property
     def checked_frames(self) -> int:
@@ -87,8 +92,22 @@ class PrecisionGuard:
         """The reduced masks against FP32 over every frame checked so far."""
         return self._tally.accuracy()
 
+    def line(self) -> str:
+        accuracy = self.accuracy()
+        return "no frames checked" if accuracy is None else \
+            check_line(accuracy, self.checked_frames, self.low_confidence_frames)
+
     def _record(self, rgb: np.ndarray, candidate_mask: np.ndarray) -> None:
-        self._tally.add(self.reference.run(rgb[None])[0], candidate_mask)
+        masks, peaks = self.reference.run_with_peaks(rgb[None])
+        self._tally.add(masks[0], candidate_mask)
+        self.low_confidence_frames += int(peaks[0] < LOW_CONFIDENCE_PEAK)
+
+
+def check_line(accuracy: Accuracy, frames: int, low_confidence_frames: int) -> str:
+    """The checked frames' accuracy, and how many of them were low-confidence."""
+    note = f"; {low_confidence_frames} of them low-confidence (top probability below {LOW_CONFIDENCE_PEAK})" \
+        if low_confidence_frames else ""
+    return accuracy.line(frames) + note
 
 
 def spread_frame_numbers(frame_count: int, wanted: int = PRECHECK_FRAMES) -> list[int]:

@@ -51,6 +51,7 @@ class VideoResult:
     precision: str = "fp32"
     precision_check: Accuracy | None = None
     checked_frames: int = 0
+    low_confidence_frames: int = 0  # of the checked frames (``guard.LOW_CONFIDENCE_PEAK``)
 
     def damage_note(self) -> str:
         """What the end report says of damaged frames ("" for none)."""
@@ -189,7 +190,8 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
     return VideoResult(targets[kinds[0]], delivered.frame_count, delivered, written, kept,
                        skipped=info.frame_count - delivered.frame_count, concealed=stages.concealed,
                        precision=backend.precision, precision_check=check,
-                       checked_frames=guard.checked_frames if guard is not None else 0)
+                       checked_frames=guard.checked_frames if guard is not None else 0,
+                       low_confidence_frames=guard.low_confidence_frames if guard is not None else 0)
 
 
 def _spread_frames(source: Path, info: VideoInfo) -> np.ndarray:
