@@ -82,3 +82,14 @@ def test_without_tensorrt_the_check_is_incomplete_not_passed(tmp_path, capsys):
     report.add("1 gpu", "PASS", "a GPU")
     assert final_verdict(report, ("tests",), tensorrt=False) == 1
     assert "INCOMPLETE: TensorRT is not installed" in capsys.readouterr().out
+
+
+def test_the_precision_studys_clips_split_the_person_and_add_subjectless_ones(tmp_path, ffmpeg_exe):
+    from precision_study import PATTERN_FRAMES, PATTERNS, make_clips
+    source = make_clip(ffmpeg_exe, tmp_path / "person.mp4", size="160x120", frames=21)
+    clips = make_clips(source, tmp_path)
+    frames = {name: len(decode_rgb(ffmpeg_exe, path)) for name, path in clips.items()}
+    assert frames["first half"] == 10 and frames["second half"] == 11
+    assert frames["crowd"] == frames["small"] == 21
+    assert all(frames[name] == PATTERN_FRAMES for name in PATTERNS)
+    assert decode_rgb(ffmpeg_exe, clips["crowd"], frames=1).shape == (1, 240, 320, 3)
