@@ -153,3 +153,72 @@ def test_a_stalled_encoder_is_stopped_before_the_slots_are_freed(ffmpeg_exe, fak
     stopper.join(5)
     assert "pid" in stopped and not alive(stopped["pid"])
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
+
+
+class _InvertsAfter(FakeGpuBackend):
+    """The fake engine whose host path (the one the guard's checks use) inverts its masks
+    after ``good_calls`` calls: a reduced graph that breaks on later footage."""
+
+    precision = "int8"
+
+    def __init__(self, *args, good_calls: int | None = None, **options):
+        super().__init__(*args, **options)
+        self._good_calls = good_calls
+        self.host_calls = 0
+
+    def run(self, rgb_batch: np.ndarray) -> np.ndarray:
+        self.host_calls += 1
+        masks = super().run(rgb_batch)
+        return 255 - masks if self._good_calls is not None and self.host_calls > self._good_calls else masks
+
+
+@pytest.fixture
+def guarded_run(tiny_model, cache_home, monkeypatch):
+    """A spot check every 5 frames, whatever it costs; the reference reports top probabilities."""
+    from trt_matte.engine.onnxruntime_backend import OnnxRuntimeBackend
+    from trt_matte.runtime import guard as guard_module
+    monkeypatch.setattr(guard_module, "SPOT_CHECK_EVERY", 5)
+    monkeypatch.setattr(guard_module, "SPOT_CHECK_BUDGET", float("inf"))
+    monkeypatch.setattr(guard_module, "MIN_SPOT_FRAMES", 1)
+    reference = OnnxRuntimeBackend(matte_graph_path(tiny_model, cache_home, peaks=True), device="cpu")
+    made = []
+
+    def run(source, output, good_calls=None):
+        backend = _InvertsAfter(matte_graph_path(tiny_model, cache_home),
+                                matte_graph_path(tiny_model, cache_home, upsize=True), 4, good_calls=good_calls)
+        made.append(backend)
+        notes: list[str] = []
+        guard = guard_module.PrecisionGuard(reference, False, notes.append)
+        checked: list[np.ndarray] = []
+        check = guard.check
+        monkeypatch.setattr(guard, "check", lambda rgb, mask: (checked.append(rgb.copy()), check(rgb, mask)))
+        result = matte_video(source, output, backend, progress=False, crf=0, guard=guard, announce=notes.append)
+        return result, notes, checked
+
+    before = fake_cuda.live_allocations()
+    yield run
+    for backend in made:
+        backend.close()
+    assert fake_cuda.live_allocations() == before
+
+
+@pytest.mark.skipif(not dali_available(), reason="needs DALI (the test extra installs it)")
+def test_spot_checks_on_the_gpu_path_see_the_frames_dali_decoded(ffmpeg_exe, guarded_run, tmp_path):
+    from trt_matte.media.dali_video import DaliFrameReader
+    source = make_clip(ffmpeg_exe, tmp_path / "clip.webm", size="200x120", frames=20, codec="libvpx-vp9")
+    result, notes, checked = guarded_run(source, tmp_path / "gpu.mkv")
+    assert notes == [] and result.precision == "int8" and result.frames == 20
+    assert result.checked_frames == 6 + 4 and result.precision_check.iou == 1.0
+    dali_frames = np.concatenate([batch.host_array() for batch in DaliFrameReader(source, 20, 4, None).batches()])
+    np.testing.assert_array_equal(np.stack(checked), dali_frames[[4, 9, 14, 19]])
+
+
+def test_a_gpu_run_whose_spot_checks_fail_is_written_again_in_fp32(ffmpeg_exe, guarded_run, tiny_backend, tmp_path):
+    source = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="200x120", frames=20)
+    # Good for the 6 frames checked before writing, broken from the first spot check on.
+    result, notes, checked = guarded_run(source, tmp_path / "out.mp4", good_calls=6)
+    assert result.precision == "fp32" and len(checked) == 1
+    assert [note for note in notes if "FP32" in note] and "writing the outputs again in FP32" in notes[-1]
+    cpu = matte_video(source, tmp_path / "cpu.mp4", tiny_backend, progress=False, crf=0)
+    assert mean_abs_error(decode_gray(ffmpeg_exe, result.output), decode_gray(ffmpeg_exe, cpu.output)) == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4", "cpu.mp4", "out.mp4"]

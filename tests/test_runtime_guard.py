@@ -69,6 +69,7 @@ def test_frames_to_check_are_spread_over_the_clip():
 def test_a_graph_that_holds_is_written_in_its_own_precision(ffmpeg_exe, clip, fp32, fp32_matte, tmp_path,
                                                             monkeypatch):
     monkeypatch.setattr(guard_module, "SPOT_CHECK_EVERY", 10)
+    monkeypatch.setattr(guard_module, "SPOT_CHECK_BUDGET", float("inf"))
     result, notes = _run(clip, tmp_path / "out.mp4", Reduced(fp32), fp32)
     assert result.precision == "int8" and notes == []
     assert result.checked_frames == PRECHECK_FRAMES + 4 and result.precision_check.iou == 1.0
@@ -93,6 +94,7 @@ def test_force_keeps_the_reduced_precision_and_says_so(clip, fp32, tmp_path):
 def test_a_graph_that_breaks_mid_run_is_replaced_from_the_first_frame(ffmpeg_exe, clip, fp32, fp32_matte,
                                                                       tmp_path, monkeypatch):
     monkeypatch.setattr(guard_module, "SPOT_CHECK_EVERY", 5)
+    monkeypatch.setattr(guard_module, "SPOT_CHECK_BUDGET", float("inf"))
     monkeypatch.setattr(guard_module, "MIN_SPOT_FRAMES", 1)
     # Good for the checked frames and the run's first 20 frames, broken after.
     result, notes = _run(clip, tmp_path / "out.mp4", Reduced(fp32, good_frames=PRECHECK_FRAMES + 20), fp32)
@@ -111,6 +113,7 @@ def u2netp_backends(u2netp_path, cache_home):
 
 def test_the_fp16_graph_holds_on_a_person(ffmpeg_exe, carphone_path, u2netp_backends, tmp_path, monkeypatch):
     monkeypatch.setattr(guard_module, "SPOT_CHECK_EVERY", 20)
+    monkeypatch.setattr(guard_module, "SPOT_CHECK_BUDGET", float("inf"))
     short = tmp_path / "carphone.mp4"
     make_short = ["-v", "error", "-i", str(carphone_path), "-frames:v", "40", "-c:v", "libx264", str(short)]
     subprocess.run([ffmpeg_exe, *make_short], check=True)
@@ -209,3 +212,31 @@ def test_a_damaged_stretch_where_a_checked_frame_falls_is_passed_over(ffmpeg_exe
     result, notes = _run(damaged, tmp_path / "out.mp4", Reduced(fp32), fp32)
     assert result.frames == 32 and result.skipped == 8 and result.precision == "int8"
     assert result.checked_frames == PRECHECK_FRAMES - 1 and notes == []
+
+
+def test_spot_checks_stay_within_their_time_budget(fp32, monkeypatch):
+    """A reference slow against the run (a CPU beside a GPU engine) is asked less often
+    than one frame in SPOT_CHECK_EVERY: its time stays within SPOT_CHECK_BUDGET of the run's."""
+    from types import SimpleNamespace
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(guard_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+
+    class SlowReference(Backend):
+        name, device, preferred_batch = "slow", "cpu", 1
+
+        def run(self, rgb_batch):
+            return fp32.run(rgb_batch)
+
+        def run_with_peaks(self, rgb_batch):
+            clock.now += 1.0  # a second of FP32 per checked frame
+            return fp32.run_with_peaks(rgb_batch)
+
+    guard = PrecisionGuard(SlowReference(), False, lambda note: None)
+    frame = np.random.default_rng(0).integers(0, 256, (320, 320, 3), dtype=np.uint8)
+    mask = fp32.run(frame[None])[0]
+    for _ in range(200):  # 200 s of a run at guard_module.SPOT_CHECK_EVERY frames a second
+        clock.now += 1.0
+        for _index in guard.due(guard_module.SPOT_CHECK_EVERY):
+            guard.check(frame, mask)
+    budget_frames = guard_module.SPOT_CHECK_BUDGET * clock.now  # each checked frame costs 1 s
+    assert budget_frames - 1 <= guard.checked_frames <= budget_frames + 1

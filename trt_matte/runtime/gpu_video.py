@@ -34,6 +34,8 @@ from ..media.dali import dali_available
 from ..media.dali_video import DaliFrameReader, unsupported_reason
 from ..media.frame_reader import FrameReader
 from ..media.probe import VideoInfo
+from ..models import MODEL_RGB_BYTES, MODEL_SIZE
+from .guard import PrecisionGuard
 from .stages import QUEUE_DEPTH
 
 # Enough for every place a computed batch can be: in the writer's queue, being written,
@@ -68,10 +70,11 @@ class DeviceStages:
     full_size = True
 
     def __init__(self, source: Path, info: VideoInfo, backend: Backend, batch_size: int,
-                 announce: Callable[[str], None]):
+                 announce: Callable[[str], None], guard: PrecisionGuard | None = None):
         # Both readers deliver display-oriented frames; the engine upsizes to the displayed size.
         backend.check_frame_size(info.height, info.width)  # before DALI and the buffers are set up
         self._backend = backend
+        self._guard = guard
         self._cuda = backend.cuda
         self._batch_size = batch_size
         self._width, self._height = info.width, info.height
@@ -128,7 +131,21 @@ class DeviceStages:
         self._cuda.copy_async(slot.host.address, slot.device.address, batch.frames * self._frame_bytes,
                               "cudaMemcpyDeviceToHost", self._copy_stream)
         slot.copied.record(self._copy_stream)
+        if self._guard is not None:
+            for index in self._guard.due(batch.frames):
+                rgb = self._frame_on_host(batch, index)
+                self._guard.check(rgb, self._backend.run(rgb[None])[0])
         return _Computed(slot, batch.frames, batch.keepalive)
+
+    def _frame_on_host(self, batch: _Batch, index: int) -> np.ndarray:
+        if batch.host_rgb is not None:
+            return batch.host_rgb[index]
+        rgb = np.empty((MODEL_SIZE, MODEL_SIZE, 3), np.uint8)
+        # DALI handed the batch over on the engine's stream: the copy is ordered after it.
+        self._cuda.copy_async(rgb.ctypes.data, batch.device_address + index * MODEL_RGB_BYTES, MODEL_RGB_BYTES,
+                              "cudaMemcpyDeviceToHost", self._backend.stream)
+        self._backend.stream.synchronize()
+        return rgb
 
     def masks(self, computed: _Computed) -> np.ndarray:
         """The slot's masks, valid until ``done`` hands the slot back."""

@@ -8,9 +8,11 @@ reduced precision is checked twice:
 
 - before writing, a few frames spread over the input are matted in both precisions;
   below the gate the run goes on in FP32 (``fallback``), unless ``force``;
-- during the run, one frame in ``SPOT_CHECK_EVERY`` is matted again in FP32; when the
-  frames checked so far fall below the gate, ``GuardTripped`` ends the attempt, and the
-  caller starts the output again in FP32 (the reduced part is discarded).
+- during the run, one frame in ``SPOT_CHECK_EVERY`` is matted again in FP32 (fewer where
+  the reference is slow against the run, as a CPU reference beside a GPU engine is: its
+  time stays within ``SPOT_CHECK_BUDGET`` of the run's); when the frames checked so far
+  fall below the gate, ``GuardTripped`` ends the attempt, and the caller starts the
+  output again in FP32 (the reduced part is discarded).
 
 IoU is pooled over every checked frame (``accuracy.MaskTally``, kept as sums), next to the
 mean absolute error and the worst single frame. The FP32 reference also gives each checked
@@ -19,6 +21,7 @@ every precision and backend disagrees most.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -32,6 +35,9 @@ PRECHECK_FRAMES = 6
 # One frame in this many is checked during the run: FP32 costs ~2.5x INT8 per frame on
 # OpenVINO, so the spot checks cost ~2.5% of an INT8 run.
 SPOT_CHECK_EVERY = 100
+# The spot checks' FP32 time, as a share of the run's time since the first spot check
+# was due, beyond which the next due frame is let pass.
+SPOT_CHECK_BUDGET = 0.03
 # The run is judged only once this many frames were spot-checked: one frame alone can
 # fall below the gate where the pooled IoU of the clip holds.
 MIN_SPOT_FRAMES = 3
@@ -53,7 +59,9 @@ class PrecisionGuard:
         self.force = force
         self._announce = announce
         self._tally = MaskTally()
-        self._frames_seen = 0
+        self._since_check = 0  # frames since the last spot check
+        self._spot_started: float | None = None  # time.monotonic() when the run's frames began
+        self._spot_seconds = 0.0  # spent in the spot checks' FP32 runs
         self.low_confidence_frames = 0  # of the checked frames
 
     def holds_before_writing(self, candidate: Backend, frames: np.ndarray) -> bool:
@@ -72,17 +80,34 @@ class PrecisionGuard:
         return False
 
     def spot_check(self, rgb_batch: np.ndarray, masks: np.ndarray) -> None:
-        """Called with every batch the reduced backend matted; checks one frame in
-        SPOT_CHECK_EVERY and raises GuardTripped when the checked frames fall below the gate."""
-        for rgb, mask in zip(rgb_batch, masks):
-            self._frames_seen += 1
-            if self._frames_seen % SPOT_CHECK_EVERY:
-                continue
-            self._record(rgb, mask)
-            accuracy = self.accuracy()
-            if (not self.force and self.checked_frames >= MIN_SPOT_FRAMES and accuracy is not None
-                    and not accuracy.passes):
-                raise GuardTripped(f"spot checks against FP32 fell to {self.line()}, below the {GATE_IOU} gate")
+        """Called with every batch the reduced backend matted (host arrays)."""
+        for index in self.due(len(rgb_batch)):
+            self.check(rgb_batch[index], masks[index])
+
+    def due(self, frames: int) -> list[int]:
+        """Which of the run's next ``frames`` frames (indices into them) to spot-check."""
+        now = time.monotonic()
+        if self._spot_started is None:
+            self._spot_started = now
+        chosen = []
+        for index in range(frames):
+            self._since_check += 1
+            affordable = self._spot_seconds <= SPOT_CHECK_BUDGET * (now - self._spot_started)
+            if self._since_check >= SPOT_CHECK_EVERY and affordable:
+                chosen.append(index)
+                self._since_check = 0
+        return chosen
+
+    def check(self, rgb: np.ndarray, candidate_mask: np.ndarray) -> None:
+        """Spot-check one frame (uint8 [320,320,3]) and its reduced mask [320,320]; raises
+        GuardTripped when the checked frames fall below the gate."""
+        started = time.monotonic()
+        self._record(rgb, candidate_mask)
+        self._spot_seconds += time.monotonic() - started
+        accuracy = self.accuracy()
+        if (not self.force and self.checked_frames >= MIN_SPOT_FRAMES and accuracy is not None
+                and not accuracy.passes):
+            raise GuardTripped(f"spot checks against FP32 fell to {self.line()}, below the {GATE_IOU} gate")
 
     @property
     def checked_frames(self) -> int:

@@ -138,8 +138,7 @@ def _stages_for(source: Path, info: VideoInfo, backend: Backend, batch_size: int
                 announce: Callable[[str], None], guard: PrecisionGuard | None) -> MatteStages:
     if backend.takes_device_batches:
         from .gpu_video import DeviceStages  # CUDA imports only where a GPU backend runs
-        # Batches stay on the GPU: the guard checks before writing, not during the run.
-        return DeviceStages(source, info, backend, min(batch_size, backend.preferred_batch), announce)
+        return DeviceStages(source, info, backend, min(batch_size, backend.preferred_batch), announce, guard)
     return HostStages(source, info.time_base, backend, batch_size, guard)
 
 
