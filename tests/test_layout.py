@@ -1,7 +1,7 @@
 """The package's rooms import one way only (DESIGN.md, "Layout"):
 
     leaves (errors, files, models, accuracy, cuda, fake_cuda, tensorrt_api, onnxruntime_sessions, version)
-      <- media <- build_engine <- calibration <- engine <- runtime <- api <- cli
+      <- media <- build_engine <- calibration <- engine <- runtime <- api <- batch <- cli
 
 Every import, at module level or inside a function, must point to the same room or a
 lower one, the graph must have no cycle, and no module may take another module's
@@ -14,7 +14,7 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "trt_matte"
 PACKAGE = PACKAGE_DIR.name
-ROOMS = ["leaf", "media", "build_engine", "calibration", "engine", "runtime", "api", "cli"]
+ROOMS = ["leaf", "media", "build_engine", "calibration", "engine", "runtime", "api", "batch", "cli"]
 LEAVES = {"errors", "files", "models", "accuracy", "cuda", "fake_cuda", "tensorrt_api", "onnxruntime_sessions",
           "version"}
 

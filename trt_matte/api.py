@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
+from tqdm import tqdm
 
 from .build_engine.engine_cache import CachedEngine, EngineCache, EngineSpec
 from .build_engine.matte_graph import matte_graph_path
@@ -45,7 +46,8 @@ from .media.probe import VideoInfo, probe_video
 from .models import MODELS, cache_dir, resolve_model
 from .onnxruntime_sessions import CUDA_PROVIDER
 from .runtime.guard import PrecisionGuard
-from .runtime.images import ImagesReport, process_images
+from .runtime.image_jobs import ImageJob
+from .runtime.images import ImagesReport, matte_image_jobs, process_images
 from .runtime.stages import StagesStuck
 from .runtime.video import VideoResult, matte_video
 from .tensorrt_api import StaleEngine, tensorrt_available
@@ -315,6 +317,16 @@ class Matter:
         return process_images(Path(folder), None if output is None else Path(output), self.backend,
                               recursive=recursive, cutout=cutout, overwrite=overwrite, progress=self.progress,
                               guard=self._guard(), announce=self.announce)
+
+    def image_jobs(self, jobs: list[ImageJob], *, bar: tqdm, output_dir: Path,
+                   cutout: bool = False) -> list[tuple[Path, str]]:
+        """Write each job's mask (or cutout) PNG, as ``images`` does for a folder, advancing
+        ``bar`` per image (``output_dir``: the folder a full disk is reported for); returns
+        the pictures that could not be read, with the reason."""
+        failed: list[tuple[Path, str]] = []
+        matte_image_jobs(jobs, self.backend, cutout=cutout, bar=bar, failed=failed, output_dir=output_dir,
+                         guard=self._guard())
+        return failed
 
     def mask(self, image: Image.Image | np.ndarray) -> np.ndarray:
         """The uint8 mask (HxW, 0..255) of one picture: PIL image, or uint8 array HxW, HxWx3 or HxWx4."""

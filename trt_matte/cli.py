@@ -22,6 +22,8 @@ import argparse_addons
 from .version import __version__
 from .accuracy import GATE_IOU
 from .api import BACKEND_CHOICES, DEVICE_CHOICES, PRECISION_CHOICES, Matter, build, calibrate
+from .batch.local import DEFAULT_BATCH_DIR, DONE, SKIPPED, run_batch
+from .batch.plan import listed_paths, plan_batch
 from .build_engine.matte_graph import PRECISIONS
 from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE, MAX_FRAME_SIDE_LIMIT
 from .calibration.calibrate import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
@@ -36,7 +38,7 @@ from .runtime.guard import check_line
 from .runtime.images import find_inputs
 from .runtime.smoothing import DEFAULT_STRENGTH, MAX_STRENGTH
 
-COMMANDS = ("build", "video", "images", "calibrate")
+COMMANDS = ("build", "video", "images", "calibrate", "batch")
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -169,6 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("--cutout", action="store_true", help="write RGBA cutouts instead of masks")
     images.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     _add_engine_options(images)
+
+    batch = commands.add_parser("batch", help="matte many videos and images in one run, resumable")
+    batch.add_argument("inputs", type=Path, nargs="*", metavar="INPUT",
+                       help="videos, images and folders of them (their trees are mirrored in OUTDIR)")
+    batch.add_argument("--from-list", type=Path, action="append", default=[], metavar="FILE",
+                       help="also the paths in FILE, one per line (relative to FILE's folder; # comments)")
+    batch.add_argument("-o", "--output", type=Path, default=Path(DEFAULT_BATCH_DIR), metavar="OUTDIR",
+                       help=f"where the outputs go (default: ./{DEFAULT_BATCH_DIR})")
+    batch.add_argument("-r", "--recursive", action="store_true", help="include the folders' sub-folders")
+    batch.add_argument("--overwrite", action="store_true",
+                       help="make every output again (default: skip those a batch made with the same options)")
+    batch.add_argument("--cutout", action="store_true", help="images: RGBA cutouts instead of masks")
+    batch.add_argument("--crf", type=argparse_addons.Integer(0, 51), default=DEFAULT_CRF,
+                       help=f"videos: x264 quality of the mattes (default: {DEFAULT_CRF})")
+    batch.add_argument("--no-audio", action="store_true", help="videos: leave the sources' audio out")
+    batch.add_argument("--smooth", type=argparse_addons.Integer(0, MAX_STRENGTH), default=0, metavar="K",
+                       help="videos: temporal smoothing against flicker (see 'video --help'; default 0)")
+    _add_engine_options(batch)
     return parser
 
 
@@ -185,10 +205,10 @@ def _status(args: argparse.Namespace, message: str) -> None:
         print(f"trt-matte: {message}", file=sys.stderr, flush=True)
 
 
-def _matter(args: argparse.Namespace) -> Matter:
+def _matter(args: argparse.Namespace, progress: bool | None = None) -> Matter:
     matter = Matter(args.model, backend=args.backend, device=args.device, threads=args.threads, batch=args.batch,
                     precision=args.precision, force=args.force, stretch_floor=args.stretch_floor,
-                    progress=not args.quiet,
+                    progress=not args.quiet if progress is None else progress,
                     announce=lambda line: _status(args, line))
     _status(args, matter.describe())
     return matter
@@ -269,6 +289,23 @@ def _run_images(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failed else 0
 
 
+def _run_batch(args: argparse.Namespace) -> int:
+    inputs = [*args.inputs, *(path for listed in args.from_list for path in listed_paths(listed))]
+    if not inputs:
+        raise MatteError("name the videos, images or folders to matte (or --from-list FILE)")
+    items = plan_batch(inputs, args.output, args.recursive)  # bad inputs fail before the model loads
+    with _matter(args, progress=False) as matter:
+        options = {"model": matter.model_label, "precision": args.precision, "stretch_floor": args.stretch_floor,
+                   "crf": args.crf, "audio": not args.no_audio, "smooth": args.smooth, "cutout": args.cutout}
+        report = run_batch(items, args.output, matter, options, overwrite=args.overwrite, progress=not args.quiet)
+    failures = report.failures()
+    _status(args, f"batch: {report.count(DONE)} done, {report.count(SKIPPED)} skipped (made before with these "
+                  f"options), {len(failures)} failed; report in {report.path}")
+    for source, reason in failures:
+        _status(args, f"  failed {source}: {reason}")
+    return EXIT_FAILED if failures else 0
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler or `kill`): cleaned up exactly like Ctrl-C."""
 
@@ -294,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _terminate_like_ctrl_c():
             return {"build": _run_build, "video": _run_video, "images": _run_images,
-                    "calibrate": _run_calibrate}[args.command](args)
+                    "calibrate": _run_calibrate, "batch": _run_batch}[args.command](args)
     except MatteError as exc:
         print(f"trt-matte: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -257,14 +257,18 @@ def _bytes_under(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def disk_full_error(written_paths: Iterable[Path], folder: Path | None = None) -> MatteError:
-    """A one-line MatteError for a full disk: the folder (default: the first path's), the
+class DiskFull(MatteError):
+    """The disk filled: every output after this one would fail the same way."""
+
+
+def disk_full_error(written_paths: Iterable[Path], folder: Path | None = None) -> DiskFull:
+    """A one-line DiskFull error for a full disk: the folder (default: the first path's), the
     space left there, and how many bytes the run had written to ``written_paths`` (files
     or folders) by then."""
     paths = [Path(path) for path in written_paths]
     written = _size(sum(_bytes_under(path) for path in paths))
-    return MatteError(f"{_full_disk(folder or paths[0].parent)}, after writing {written} of this run's output; "
-                      "free some space and run it again")
+    return DiskFull(f"{_full_disk(folder or paths[0].parent)}, after writing {written} of this run's output; "
+                    "free some space and run it again")
 
 
 def disk_full_line(filename: str | None) -> str:

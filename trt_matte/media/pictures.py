@@ -40,8 +40,13 @@ def default_output_dir(input_dir: Path) -> Path:
 
 def find_images(input_dir: Path, output_dir: Path, recursive: bool) -> list[Path]:
     """Image files in sorted order (folder by folder), never looking inside ``output_dir``."""
-    return [Path(folder, name) for folder, _, files in _walk(input_dir, output_dir, recursive)
-            for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return [path for path in files_below(input_dir, output_dir, recursive) if path.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def files_below(input_dir: Path, output_dir: Path, recursive: bool) -> list[Path]:
+    """Every file in ``input_dir`` (and its sub-folders with ``recursive``), in sorted order
+    folder by folder, never looking inside ``output_dir``."""
+    return [Path(folder, name) for folder, _, files in _walk(input_dir, output_dir, recursive) for name in files]
 
 
 def folders_named_like_images(input_dir: Path, output_dir: Path, recursive: bool) -> list[Path]:

@@ -69,19 +69,30 @@ def process_images(input_dir: Path, output_dir: Path | None, backend: Backend, *
                               for folder in folders_named_like_images(input_dir, output_dir, recursive))]
     for path, reason in failed:
         report_failure(path, reason)
-    if guard is not None and plan.jobs and not guard.holds_before_writing(backend, _spread_images(plan.jobs)):
-        backend = guard.reference
     # Only the images that get work count: skipped ones would make the rate meaningless.
     with tqdm(total=len(plan.jobs), unit="img", disable=not progress or not plan.jobs) as bar:
-        writers = OutputWriters(bar)
-        try:
-            with writers:
-                _matte_all(plan.jobs, backend, cutout, failed, writers)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-            raise disk_full_error(writers.written_paths, folder=output_dir) from None
-    return ImagesReport(processed=writers.written, skipped=plan.skipped, failed=failed)
+        written = matte_image_jobs(plan.jobs, backend, cutout=cutout, bar=bar, failed=failed, output_dir=output_dir,
+                                   guard=guard)
+    return ImagesReport(processed=written, skipped=plan.skipped, failed=failed)
+
+
+def matte_image_jobs(jobs: list[ImageJob], backend: Backend, *, cutout: bool, bar: tqdm,
+                     failed: list[tuple[Path, str]], output_dir: Path, guard: PrecisionGuard | None = None) -> int:
+    """Write every job's output, advancing ``bar`` once per image written; the unreadable
+    are added to ``failed``. Returns how many were written. ``guard`` checks a reduced
+    precision first (the jobs then run in FP32 below the gate). A full disk is a one-line
+    DiskFull naming ``output_dir``."""
+    if guard is not None and jobs and not guard.holds_before_writing(backend, _spread_images(jobs)):
+        backend = guard.reference
+    writers = OutputWriters(bar)
+    try:
+        with writers:
+            _matte_all(jobs, backend, cutout, failed, writers)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise disk_full_error(writers.written_paths, folder=output_dir) from None
+    return writers.written
 
 
 def find_inputs(input_dir: Path, output_dir: Path | None, recursive: bool) -> tuple[Path, list[Path]]:

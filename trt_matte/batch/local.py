@@ -1,0 +1,156 @@
+"""A batch on one machine: one process, the model loaded once (one ``Matter``), the
+images matted together (batched, as ``trt-matte images`` does), then each video.
+
+The report, ``trt-matte-batch.json`` in the output folder, is rewritten (atomically)
+after every video and after the images, so a batch stopped at any point is resumed by
+running it again: an output that exists with the size the report recorded, made with the
+same options, is skipped unless ``overwrite``. An output that exists without such a
+record is not replaced either (it may be the user's own file) but fails, naming
+``--overwrite``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm import tqdm
+
+from ..api import Matter
+from ..errors import MatteError
+from ..files import DiskFull, atomic_write_bytes
+from ..runtime.image_jobs import ImageJob
+from .plan import IMAGE, BatchItem
+
+# The output folder when none is named.
+DEFAULT_BATCH_DIR = "mattes"
+REPORT_NAME = "trt-matte-batch.json"
+REPORT_VERSION = 1
+DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+
+
+@dataclass
+class Outcome:
+    source: str
+    kind: str
+    status: str
+    options: dict[str, Any]
+    reason: str = ""
+    frames: int = 0
+    seconds: float = 0.0
+    bytes: int = 0
+
+
+@dataclass
+class BatchReport:
+    path: Path
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # output below the folder -> outcome
+
+    def count(self, status: str) -> int:
+        return sum(outcome.status == status for outcome in self.outcomes.values())
+
+    def failures(self) -> list[tuple[str, str]]:
+        return [(outcome.source, outcome.reason) for outcome in self.outcomes.values() if outcome.status == FAILED]
+
+    def save(self) -> None:
+        document = {"version": REPORT_VERSION,
+                    "outputs": {name: asdict(outcome) for name, outcome in sorted(self.outcomes.items())}}
+        atomic_write_bytes(self.path, (json.dumps(document, indent=2) + "\n").encode())
+
+
+def load_report(output_dir: Path) -> BatchReport:
+    """The report a previous batch left in ``output_dir`` (an empty one when there is none
+    or it cannot be read: then nothing counts as made before)."""
+    path = output_dir / REPORT_NAME
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("version") != REPORT_VERSION:
+            return BatchReport(path)
+        return BatchReport(path, {name: Outcome(**fields) for name, fields in document["outputs"].items()})
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return BatchReport(path)
+
+
+def run_batch(items: list[BatchItem], output_dir: Path, matter: Matter, options: dict[str, Any], *,
+              overwrite: bool = False, progress: bool = True,
+              announce: Callable[[str], None] = lambda message: None) -> BatchReport:
+    """Matte ``items`` into ``output_dir`` with ``matter``; ``options`` (what shapes the
+    outputs: model, precision...) are recorded per output and decide what is resumed.
+    ``matter`` must show no progress bars of its own: the batch has one."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    previous = load_report(output_dir)
+    report = BatchReport(previous.path)
+    todo = []
+    for item in items:
+        reason = _not_to_redo(item, output_dir, previous.outcomes.get(item.name), options, overwrite)
+        if reason is None:
+            todo.append(item)
+        elif reason:
+            report.outcomes[item.name] = Outcome(str(item.source), item.kind, FAILED, options, reason)
+        else:
+            report.outcomes[item.name] = previous.outcomes[item.name]
+            report.outcomes[item.name].status = SKIPPED
+    started = time.monotonic()
+    frames_done = 0
+    with tqdm(total=len(todo), unit="file", disable=not progress or not todo, file=sys.stderr) as bar:
+        images = [item for item in todo if item.kind == IMAGE]
+        if images:
+            _run_images(images, output_dir, matter, options, report, bar)
+            frames_done += len(images)
+            report.save()
+        for item in (item for item in todo if item.kind != IMAGE):
+            outcome = _run_video(item, output_dir, matter, options)
+            report.outcomes[item.name] = outcome
+            frames_done += outcome.frames
+            report.save()
+            bar.update()
+            bar.set_postfix_str(f"{frames_done / max(time.monotonic() - started, 1e-9):.1f} frames/s")
+    report.save()
+    return report
+
+
+def _not_to_redo(item: BatchItem, output_dir: Path, earlier: Outcome | None, options: dict[str, Any],
+                 overwrite: bool) -> str | None:
+    """None: make the output; "": skip it (made before with these options); else why it fails."""
+    target = output_dir / item.target
+    if overwrite or not target.exists():
+        return None
+    if earlier is None:
+        return f"{target} exists and no batch made it (--overwrite replaces it)"
+    if earlier.status in (DONE, SKIPPED) and earlier.options == options and earlier.bytes == target.stat().st_size:
+        return ""
+    return None  # made by a batch with other options, or cut short: made again
+
+
+def _run_images(items: list[BatchItem], output_dir: Path, matter: Matter, options: dict[str, Any],
+                report: BatchReport, bar: tqdm) -> None:
+    started = time.monotonic()
+    jobs = [ImageJob(item.source, output_dir / item.target) for item in items]
+    failed = dict(matter.image_jobs(jobs, cutout=bool(options.get("cutout")), bar=bar, output_dir=output_dir))
+    seconds = round((time.monotonic() - started) / len(items), 3)
+    for item, job in zip(items, jobs):
+        if job.source in failed:
+            report.outcomes[item.name] = Outcome(str(item.source), item.kind, FAILED, options, failed[job.source])
+        else:
+            report.outcomes[item.name] = Outcome(str(item.source), item.kind, DONE, options, frames=1,
+                                                 seconds=seconds, bytes=job.target.stat().st_size)
+
+
+def _run_video(item: BatchItem, output_dir: Path, matter: Matter, options: dict[str, Any]) -> Outcome:
+    target = output_dir / item.target
+    started = time.monotonic()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        result = matter.video(item.source, target, overwrite=True, crf=options["crf"], audio=options["audio"],
+                              smooth=options["smooth"])
+    except DiskFull:
+        raise  # every output after this one would fail the same way
+    except MatteError as exc:
+        return Outcome(str(item.source), item.kind, FAILED, options, str(exc))
+    except OSError as exc:
+        return Outcome(str(item.source), item.kind, FAILED, options, f"{target.parent}: {exc.strerror or exc}")
+    return Outcome(str(item.source), item.kind, DONE, options, frames=result.frames,
+                   seconds=round(time.monotonic() - started, 2), bytes=target.stat().st_size)
