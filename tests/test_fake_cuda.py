@@ -72,3 +72,18 @@ def test_the_ledger_catches_a_use_after_free_and_an_overrun():
     event.close()
     with pytest.raises(fake_cuda.UseAfterFree):
         event.synchronize()
+
+
+def test_a_collected_buffers_bytes_may_serve_a_host_array_again():
+    """Closed but alive, a buffer's range is freed fake memory; once collected, the
+    allocator may hand the same address to a host array, which must not count as a use
+    after free (a copy from such an array failed a test run before)."""
+    import gc
+    buffer = fake_cuda.PinnedBuffer(4096)
+    start = buffer.address
+    buffer.close()
+    with pytest.raises(fake_cuda.UseAfterFree):
+        fake_cuda.check_range(start, 16)
+    del buffer
+    gc.collect()
+    fake_cuda.check_range(start, 16)  # now plain host memory as far as the ledger knows

@@ -18,7 +18,7 @@ import numpy as np
 ALIGNMENT = 256  # as cudaMalloc's
 COPY_KINDS = ("cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost", "cudaMemcpyDeviceToDevice")
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: a garbage collection inside a locked block runs __del__
 _live: dict[int, int] = {}  # address -> bytes
 _freed: dict[int, int] = {}
 _handles = itertools.count(1)
@@ -113,7 +113,7 @@ class _HostMemory:
         self._storage = np.zeros(nbytes + ALIGNMENT, np.uint8)
         offset = -self._storage.ctypes.data % ALIGNMENT
         self.array = self._storage[offset:offset + nbytes]
-        self.address = self.array.ctypes.data
+        self.address = self._start = self.array.ctypes.data
         with _lock:
             _freed.pop(self.address, None)
             _live[self.address] = nbytes
@@ -125,6 +125,13 @@ class _HostMemory:
             # The bytes stay allocated (kept by _storage) until this object goes, so a
             # use after free is caught by the ledger rather than crashing the test run.
             self.address = 0
+
+    def __del__(self) -> None:
+        # Once the bytes go back to the allocator, a host array may be given the same
+        # address: it is no longer freed fake memory.
+        with _lock:
+            if _freed.get(self._start) == self.nbytes:
+                del _freed[self._start]
 
 
 class DeviceBuffer(_HostMemory):
