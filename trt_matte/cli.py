@@ -22,6 +22,7 @@ import argparse_addons
 from .version import __version__
 from .accuracy import GATE_IOU
 from .api import BACKEND_CHOICES, DEVICE_CHOICES, PRECISION_CHOICES, Matter, build, calibrate
+from .batch.cluster import RayOptions, run_on_ray
 from .batch.local import DEFAULT_BATCH_DIR, DONE, SKIPPED, run_batch
 from .batch.plan import listed_paths, plan_batch
 from .build_engine.matte_graph import PRECISIONS
@@ -33,7 +34,7 @@ from .media.outputs import (DEFAULT_CRF, check_output_paths, existing_outputs, i
                             output_paths, parse_background, parse_outputs)
 from .media.ffmpeg import ffmpeg_note
 from .media.probe import probe_video
-from .models import DEFAULT_MODEL, MODELS, cache_dir
+from .models import DEFAULT_MODEL, MODELS, cache_dir, resolve_model
 from .runtime.guard import check_line
 from .runtime.images import find_inputs
 from .runtime.smoothing import DEFAULT_STRENGTH, MAX_STRENGTH
@@ -188,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--no-audio", action="store_true", help="videos: leave the sources' audio out")
     batch.add_argument("--smooth", type=argparse_addons.Integer(0, MAX_STRENGTH), default=0, metavar="K",
                        help="videos: temporal smoothing against flicker (see 'video --help'; default 0)")
+    batch.add_argument("--ray", action="store_true",
+                       help="spread the files over a Ray cluster (RAY_ADDRESS, else a Ray of this machine's own); "
+                            "pip install 'trt-matte[ray]'")
+    batch.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster to use (implies --ray)")
     _add_engine_options(batch)
     return parser
 
@@ -205,10 +210,14 @@ def _status(args: argparse.Namespace, message: str) -> None:
         print(f"trt-matte: {message}", file=sys.stderr, flush=True)
 
 
+def _matter_options(args: argparse.Namespace) -> dict:
+    return {"model": args.model, "backend": args.backend, "device": args.device, "threads": args.threads,
+            "batch": args.batch, "precision": args.precision, "force": args.force,
+            "stretch_floor": args.stretch_floor}
+
+
 def _matter(args: argparse.Namespace, progress: bool | None = None) -> Matter:
-    matter = Matter(args.model, backend=args.backend, device=args.device, threads=args.threads, batch=args.batch,
-                    precision=args.precision, force=args.force, stretch_floor=args.stretch_floor,
-                    progress=not args.quiet if progress is None else progress,
+    matter = Matter(**_matter_options(args), progress=not args.quiet if progress is None else progress,
                     announce=lambda line: _status(args, line))
     _status(args, matter.describe())
     return matter
@@ -294,10 +303,17 @@ def _run_batch(args: argparse.Namespace) -> int:
     if not inputs:
         raise MatteError("name the videos, images or folders to matte (or --from-list FILE)")
     items = plan_batch(inputs, args.output, args.recursive)  # bad inputs fail before the model loads
-    with _matter(args, progress=False) as matter:
-        options = {"model": matter.model_label, "precision": args.precision, "stretch_floor": args.stretch_floor,
-                   "crf": args.crf, "audio": not args.no_audio, "smooth": args.smooth, "cutout": args.cutout}
-        report = run_batch(items, args.output, matter, options, overwrite=args.overwrite, progress=not args.quiet)
+    options = {"model": resolve_model(args.model).label, "precision": args.precision,
+               "stretch_floor": args.stretch_floor, "crf": args.crf, "audio": not args.no_audio,
+               "smooth": args.smooth, "cutout": args.cutout}
+    if args.ray or args.ray_address:
+        report = run_on_ray(items, args.output, _matter_options(args), options,
+                            RayOptions(args.ray_address, args.threads), overwrite=args.overwrite,
+                            progress=not args.quiet, announce=lambda line: _status(args, line))
+    else:
+        with _matter(args, progress=False) as matter:
+            report = run_batch(items, args.output, matter, options, overwrite=args.overwrite,
+                               progress=not args.quiet)
     failures = report.failures()
     _status(args, f"batch: {report.count(DONE)} done, {report.count(SKIPPED)} skipped (made before with these "
                   f"options), {len(failures)} failed; report in {report.path}")

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tqdm import tqdm
 
@@ -74,12 +74,9 @@ def load_report(output_dir: Path) -> BatchReport:
         return BatchReport(path)
 
 
-def run_batch(items: list[BatchItem], output_dir: Path, matter: Matter, options: dict[str, Any], *,
-              overwrite: bool = False, progress: bool = True,
-              announce: Callable[[str], None] = lambda message: None) -> BatchReport:
-    """Matte ``items`` into ``output_dir`` with ``matter``; ``options`` (what shapes the
-    outputs: model, precision...) are recorded per output and decide what is resumed.
-    ``matter`` must show no progress bars of its own: the batch has one."""
+def prepare(items: list[BatchItem], output_dir: Path, options: dict[str, Any],
+            overwrite: bool) -> tuple[BatchReport, list[BatchItem]]:
+    """(the report with what is skipped or refused already in it, the items to make)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     previous = load_report(output_dir)
     report = BatchReport(previous.path)
@@ -93,21 +90,56 @@ def run_batch(items: list[BatchItem], output_dir: Path, matter: Matter, options:
         else:
             report.outcomes[item.name] = previous.outcomes[item.name]
             report.outcomes[item.name].status = SKIPPED
-    started = time.monotonic()
-    frames_done = 0
-    with tqdm(total=len(todo), unit="file", disable=not progress or not todo, file=sys.stderr) as bar:
-        images = [item for item in todo if item.kind == IMAGE]
-        if images:
-            _run_images(images, output_dir, matter, options, report, bar)
-            frames_done += len(images)
+    return report, todo
+
+
+def task_groups(todo: list[BatchItem], images_per_group: int) -> list[list[BatchItem]]:
+    """The work in pieces one ``matte_group`` call takes: the images together, up to
+    ``images_per_group`` at a time (batched inference), then each video alone."""
+    images = [item for item in todo if item.kind == IMAGE]
+    return [*(images[start:start + images_per_group] for start in range(0, len(images), images_per_group)),
+            *([item] for item in todo if item.kind != IMAGE)]
+
+
+def matte_group(group: list[BatchItem], output_dir: Path, matter: Matter, options: dict[str, Any],
+                bar: tqdm) -> list[tuple[str, Outcome]]:
+    """Make one group's outputs; (output name, outcome) for each item. A full disk raises."""
+    if group[0].kind == IMAGE:
+        return _run_images(group, output_dir, matter, options, bar)
+    outcome = _run_video(group[0], output_dir, matter, options)
+    bar.update()
+    return [(group[0].name, outcome)]
+
+
+class Throughput:
+    """Frames/s over the whole batch, for the progress bar."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self._frames = 0
+
+    def add(self, outcomes: list[tuple[str, Outcome]]) -> str:
+        self._frames += sum(outcome.frames for _, outcome in outcomes)
+        return f"{self._frames / max(time.monotonic() - self._started, 1e-9):.1f} frames/s"
+
+
+def progress_bar(todo: list[BatchItem], progress: bool) -> tqdm:
+    return tqdm(total=len(todo), unit="file", disable=not progress or not todo, file=sys.stderr)
+
+
+def run_batch(items: list[BatchItem], output_dir: Path, matter: Matter, options: dict[str, Any], *,
+              overwrite: bool = False, progress: bool = True) -> BatchReport:
+    """Matte ``items`` into ``output_dir`` with ``matter``; ``options`` (what shapes the
+    outputs: model, precision...) are recorded per output and decide what is resumed.
+    ``matter`` must show no progress bars of its own: the batch has one."""
+    report, todo = prepare(items, output_dir, options, overwrite)
+    throughput = Throughput()
+    with progress_bar(todo, progress) as bar:
+        for group in task_groups(todo, images_per_group=len(todo)):
+            outcomes = matte_group(group, output_dir, matter, options, bar)
+            report.outcomes.update(outcomes)
             report.save()
-        for item in (item for item in todo if item.kind != IMAGE):
-            outcome = _run_video(item, output_dir, matter, options)
-            report.outcomes[item.name] = outcome
-            frames_done += outcome.frames
-            report.save()
-            bar.update()
-            bar.set_postfix_str(f"{frames_done / max(time.monotonic() - started, 1e-9):.1f} frames/s")
+            bar.set_postfix_str(throughput.add(outcomes))
     report.save()
     return report
 
@@ -126,17 +158,16 @@ def _not_to_redo(item: BatchItem, output_dir: Path, earlier: Outcome | None, opt
 
 
 def _run_images(items: list[BatchItem], output_dir: Path, matter: Matter, options: dict[str, Any],
-                report: BatchReport, bar: tqdm) -> None:
+                bar: tqdm) -> list[tuple[str, Outcome]]:
     started = time.monotonic()
     jobs = [ImageJob(item.source, output_dir / item.target) for item in items]
     failed = dict(matter.image_jobs(jobs, cutout=bool(options.get("cutout")), bar=bar, output_dir=output_dir))
     seconds = round((time.monotonic() - started) / len(items), 3)
-    for item, job in zip(items, jobs):
-        if job.source in failed:
-            report.outcomes[item.name] = Outcome(str(item.source), item.kind, FAILED, options, failed[job.source])
-        else:
-            report.outcomes[item.name] = Outcome(str(item.source), item.kind, DONE, options, frames=1,
-                                                 seconds=seconds, bytes=job.target.stat().st_size)
+    return [(item.name, Outcome(str(item.source), item.kind, FAILED, options, failed[job.source])
+             if job.source in failed else
+             Outcome(str(item.source), item.kind, DONE, options, frames=1, seconds=seconds,
+                     bytes=job.target.stat().st_size))
+            for item, job in zip(items, jobs)]
 
 
 def _run_video(item: BatchItem, output_dir: Path, matter: Matter, options: dict[str, Any]) -> Outcome:

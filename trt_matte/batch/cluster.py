@@ -1,0 +1,157 @@
+"""A batch over a Ray cluster: ``trt-matte batch --ray`` (or ``--ray-address ADDR``, or
+``RAY_ADDRESS``).
+
+Ray Core actors rather than Ray Data's ``map_batches``: each file is a task of its own
+length (a two-hour video beside a thumbnail), a broken file must fail alone with its
+reason while the rest go on, and the outputs are files the workers write themselves, so
+there is no dataset to stream back. Each actor holds one ``Matter`` (one loaded backend:
+on GPU nodes one actor per GPU, ``num_gpus=1``, its engine built or loaded once; on CPU
+nodes actors of ``--threads`` CPUs each). The driver keeps at most ``IN_FLIGHT_PER_WORKER``
+tasks queued per actor (backpressure) and hands the next one to whichever actor
+finishes; Ray restarts an actor whose process dies and runs the task it had again
+(``max_restarts``, ``max_task_retries``). Outputs are written under a temporary name and
+renamed, so a task run twice leaves neither a duplicate nor a half file. Inputs and the
+output folder must be on a filesystem every node sees, by the same paths.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import MatteError
+from .local import FAILED, BatchReport, Outcome, Throughput, matte_group, prepare, progress_bar, task_groups
+from .plan import BatchItem
+
+# Images per task: enough for batched inference, few enough to spread over the workers.
+IMAGES_PER_TASK = 32
+IN_FLIGHT_PER_WORKER = 2
+# A worker that dies is started again, and its task run again, this many times.
+RESTARTS = 3
+# Ray's switch for clusters beyond one machine; off, every Ray process stays on 127.0.0.1.
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None  # None: RAY_ADDRESS, else a Ray of this machine's own
+    threads: int | None  # CPUs per CPU actor (default 1)
+
+
+def _worker_class(ray: Any) -> Any:
+    @ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS)
+    class MatteWorker:
+        """One loaded backend on one node, matting the groups of files it is handed."""
+
+        def __init__(self, matter_options: dict[str, Any]):
+            from ..api import Matter  # on the worker, at start
+            self._matter = Matter(**matter_options)
+
+        def describe(self) -> str:
+            return f"{self._matter.describe()} (pid {os.getpid()})"
+
+        def matte(self, group: list[BatchItem], output_dir: Path, options: dict[str, Any]) -> list:
+            from tqdm import tqdm
+            with tqdm(disable=True) as bar:
+                return matte_group(group, output_dir, self._matter, options, bar)
+
+    return MatteWorker
+
+
+def _import_ray(address: str | None) -> Any:
+    """Ray, set up before its import for a Ray of this machine's own (no address): Ray
+    reads these once, at import. Its processes then listen on 127.0.0.1 only and dial
+    no other address (by default Ray swaps 127.0.0.1 for the host's own address), and
+    send no usage statistics."""
+    if not address and "ray" not in sys.modules:
+        os.environ.setdefault(LOOPBACK_ONLY, "0")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError:
+        raise MatteError("--ray needs Ray: pip install 'trt-matte[ray]'") from None
+    return ray
+
+
+def _connect(ray: Any, address: str | None) -> None:
+    try:
+        if address:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        else:
+            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level="ERROR",
+                     log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local Ray instance"
+        raise MatteError(f"cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
+
+
+def _worker_count(ray: Any, settings: RayOptions) -> tuple[int, dict[str, float]]:
+    """How many actors the cluster holds, and the resources each asks for."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        return gpus, {"num_gpus": 1}
+    threads = settings.threads or 1
+    return max(1, int(resources.get("CPU", 1)) // threads), {"num_cpus": threads}
+
+
+def run_on_ray(items: list[BatchItem], output_dir: Path, matter_options: dict[str, Any], options: dict[str, Any],
+               settings: RayOptions, *, overwrite: bool = False, progress: bool = True,
+               announce: Callable[[str], None] = lambda message: None) -> BatchReport:
+    """``local.run_batch`` with the groups spread over a Ray cluster's actors."""
+    address = settings.address or os.environ.get("RAY_ADDRESS")
+    ray = _import_ray(address)
+    report, todo = prepare(items, output_dir, options, overwrite)
+    if not todo:
+        report.save()
+        return report
+    _connect(ray, address)
+    try:
+        count, resources = _worker_count(ray, settings)
+        worker = _worker_class(ray).options(**resources)
+        actors = [worker.remote(matter_options) for _ in range(count)]
+        announce(f"{count} Ray worker(s); the first: {ray.get(actors[0].describe.remote())}")
+        _drive(ray, lambda: worker.remote(matter_options), actors, task_groups(todo, IMAGES_PER_TASK), output_dir,
+               options, report, todo, progress)
+    finally:
+        ray.shutdown()
+    report.save()
+    return report
+
+
+def _drive(ray: Any, make_actor: Callable[[], Any], actors: list, groups: list[list[BatchItem]], output_dir: Path,
+           options: dict[str, Any], report: BatchReport, todo: list[BatchItem], progress: bool) -> None:
+    """Hand groups to idle actors, at most IN_FLIGHT_PER_WORKER each, and record each
+    result as it comes in. A group whose worker died more often than Ray restarts it
+    fails with that reason, and a fresh worker takes the dead one's place."""
+    pending = list(reversed(groups))
+    running: dict[Any, tuple[Any, list[BatchItem]]] = {}  # task -> (actor, group)
+    load = {actor: 0 for actor in actors}
+    throughput = Throughput()
+    with progress_bar(todo, progress) as bar:
+        while pending or running:
+            for actor in list(load):
+                while pending and load[actor] < IN_FLIGHT_PER_WORKER:
+                    group = pending.pop()
+                    running[actor.matte.remote(group, output_dir, options)] = (actor, group)
+                    load[actor] += 1
+            (finished,), _ = ray.wait(list(running), num_returns=1)
+            actor, group = running.pop(finished)
+            load[actor] -= 1
+            try:
+                outcomes = ray.get(finished)
+            except ray.exceptions.RayTaskError as error:
+                raise error.as_instanceof_cause() from None  # a full disk: the batch stops
+            except ray.exceptions.RayActorError:
+                outcomes = [(item.name, Outcome(str(item.source), item.kind, FAILED, options,
+                                                f"its worker process died {RESTARTS + 1} times on it"))
+                            for item in group]
+                if actor in load and not load[actor]:
+                    del load[actor]
+                    load[make_actor()] = 0
+            report.outcomes.update(outcomes)
+            report.save()
+            bar.update(len(outcomes))
+            bar.set_postfix_str(throughput.add(outcomes))
