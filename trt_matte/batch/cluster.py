@@ -79,9 +79,9 @@ def _connect(ray: Any, address: str | None) -> None:
     try:
         if address:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-        else:
-            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level="ERROR",
-                     log_to_driver=False)
+        else:  # "local": a new instance, even where another Ray runs on this machine
+            ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                     logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray instance"
         raise MatteError(f"cannot start or reach {where}: {str(exc).splitlines()[0]}") from None

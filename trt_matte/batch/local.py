@@ -97,7 +97,8 @@ def task_groups(todo: list[BatchItem], images_per_group: int) -> list[list[Batch
     """The work in pieces one ``matte_group`` call takes: the images together, up to
     ``images_per_group`` at a time (batched inference), then each video alone."""
     images = [item for item in todo if item.kind == IMAGE]
-    return [*(images[start:start + images_per_group] for start in range(0, len(images), images_per_group)),
+    step = max(1, images_per_group)
+    return [*(images[start:start + step] for start in range(0, len(images), step)),
             *([item] for item in todo if item.kind != IMAGE)]
 
 
