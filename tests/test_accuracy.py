@@ -54,9 +54,27 @@ def test_compare_masks_reports_pooled_and_worst_frame_and_the_gate():
     reference = np.stack([mask(["##", "##"]), mask(["##", "##"])])
     candidate = np.stack([mask(["##", "##"]), mask(["#.", ".."])])
     accuracy = compare_masks(reference, candidate)
-    assert accuracy == Accuracy(iou=5 / 8, iou_worst=0.25, mean_abs_error=round(3 * 255 / 8, 4))
+    assert accuracy == Accuracy(iou=5 / 8, iou_worst=0.25, mean_abs_error=round(3 * 255 / 8, 4), foreground=1.0)
     assert not accuracy.passes
     assert Accuracy(GATE_IOU, 0.5, 3.0).passes and not Accuracy(GATE_IOU - 1e-6, 1.0, 0.0).passes
+    # The foreground agrees and the grey levels do not (grey noise, INT8: IoU 0.976, 9.2/255).
+    assert not Accuracy(0.976, 0.9, 9.2).passes
+
+
+def test_where_almost_nothing_is_foreground_the_gate_reads_the_mean_abs_error():
+    """Two mattes of a frame without a subject: 100 of 100,000 pixels foreground in one,
+    80 of them in the other. IoU 0.8 is those 20 pixels' verdict; the mean abs error
+    says the mattes agree."""
+    reference = np.zeros((1, 250, 400), np.uint8)
+    reference[0, :10, :10] = 200
+    candidate = reference.copy()
+    candidate[0, 8:10, :10] = 100
+    accuracy = compare_masks(reference, candidate)
+    assert accuracy.iou == 0.8 and accuracy.foreground == 100 / 100_000 and accuracy.sparse
+    assert accuracy.passes and "the gate reads the mean abs error" in accuracy.line(1)
+    hazy = candidate.copy()
+    hazy[0, 50:, :] = 3  # a grey haze where the reference is black
+    assert not compare_masks(reference, hazy).passes
 
 
 def test_compare_masks_refuses_stacks_of_different_shapes():

@@ -17,6 +17,9 @@ from trt_matte.build_engine.fp16 import SENSITIVE_SQNR_DB, kept_in_fp32
 from trt_matte.build_engine.matte_graph import matte_graph_path
 from trt_matte.build_engine.network import prepare_network
 
+# Two given colours and corners: ffmpeg's gradients source otherwise draws new ones each run.
+GRADIENT = "c0=0xff0000:c1=0x0000ff:x0=20:y0=30:x1=300:y1=200:nb_colors=2:speed=0.05"
+
 
 def test_fp16_graph_matches_fp32_on_real_frames(u2netp_path, cache_home, ffmpeg_exe, carphone_path):
     """TensorRT 11 builds FP16 from FP16 ONNX types; the conversion must not cost the matte."""
@@ -87,14 +90,15 @@ def test_the_convolution_fp16_ruins_stays_fp32_with_its_input_path(u2netp_path, 
 
 
 def test_fp16_graph_holds_on_frames_without_a_subject(u2netp_path, cache_home, ffmpeg_exe):
-    """Colour gradients, no person: the network is unsure (top probability 0.3-0.7), and
-    the per-frame stretch amplifies FP16 rounding. With everything in FP16 these frames
-    measured IoU 0.67 (worst frame 0.04, MAE 2.0/255) against FP32; with the sensitive
-    convolution's path in FP32, 0.98 (worst 0.94, MAE 0.16)."""
-    raw = subprocess.run([ffmpeg_exe, "-v", "error", "-f", "lavfi", "-i", "gradients=s=320x320:r=5:seed=7:speed=0.2",
+    """A red-to-blue gradient, no person: the network is unsure (top probability
+    0.00-0.02), and the per-frame stretch amplifies FP16 rounding. With every layer in FP16
+    these frames measured IoU 0.63 (worst frame 0.46, MAE 2.01/255) against FP32; with
+    the sensitive convolution's path in FP32, 0.99 (worst 0.98, MAE 0.06). (The colours
+    and corners are given: ffmpeg's gradients source draws new ones on every run.)"""
+    raw = subprocess.run([ffmpeg_exe, "-v", "error", "-f", "lavfi", "-i", f"gradients=s=320x320:r=5:{GRADIENT}",
                           "-frames:v", "8", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
                          capture_output=True, check=True).stdout
     pictures = np.frombuffer(raw, np.uint8).reshape(-1, 320, 320, 3)
     half, full = _fp16_and_fp32_masks(u2netp_path, cache_home, pictures)
     accuracy = compare_masks(full, half)
-    assert accuracy.iou >= 0.97 and accuracy.mean_abs_error <= 1.0, accuracy
+    assert not accuracy.sparse and accuracy.iou >= 0.97 and accuracy.mean_abs_error <= 1.0, accuracy

@@ -20,7 +20,7 @@ from typing import Iterator
 import argparse_addons
 
 from .version import __version__
-from .accuracy import GATE_IOU
+from .accuracy import GATE
 from .api import BACKEND_CHOICES, DEVICE_CHOICES, PRECISION_CHOICES, Matter, build, calibrate
 from .batch.cluster import RayOptions, run_on_ray
 from .batch.local import DEFAULT_BATCH_DIR, DONE, SKIPPED, run_batch
@@ -77,7 +77,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                        help="auto: fp16 on TensorRT, fp32 on the CPU; int8 needs 'trt-matte calibrate' first")
     group.add_argument("--force", action="store_true",
-                       help=f"with --precision int8, use a calibration whose IoU against FP32 is below {GATE_IOU}")
+                       help=f"with --precision int8, use a calibration below {GATE} against FP32")
     _add_stretch_floor(group)
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
 
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stretch_floor(build)
     build.add_argument("--overwrite", action="store_true", help="build again even when a cached engine fits")
     build.add_argument("--force", action="store_true",
-                       help=f"with int8, accept a calibration whose IoU against FP32 is below {GATE_IOU}")
+                       help=f"with int8, accept a calibration below {GATE} against FP32")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress or status lines")
 
     calibrate = commands.add_parser(

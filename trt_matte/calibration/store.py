@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..accuracy import GATE_IOU, Accuracy
+from ..accuracy import GATE, Accuracy
 from ..errors import MatteError
 from ..files import atomic_write_bytes, file_digest
 from .quantize import FLAVOURS, SENSITIVE_SQNR_DB
@@ -50,7 +50,7 @@ class CalibrationReport:
                  f"{len(self.inputs)} input(s), seed {self.seed}, {self.method}; checked on "
                  f"{self.held_back_frames} held-back frames against FP32"]
         for flavour, accuracy in self.accuracy.items():
-            verdict = "ok" if accuracy.passes else f"BELOW the {GATE_IOU} gate (use --force to use it anyway)"
+            verdict = "ok" if accuracy.passes else f"BELOW {GATE} (use --force to use it anyway)"
             lines.append(f"  {FLAVOUR_TITLES[flavour]}: IoU {accuracy.iou:.4f} (worst frame {accuracy.iou_worst:.4f}), "
                          f"mean abs error {accuracy.mean_abs_error:.2f}/255: {verdict}")
             lines.append(f"    left out of INT8: {_left_out_summary(self.not_quantized[flavour])}")
@@ -124,8 +124,9 @@ def int8_network(model_path: Path, cache_dir: Path, flavour: str, *, model_label
     accuracy = load_report(folder).accuracy[flavour]
     network = folder / f"network-{flavour}.onnx"
     if not accuracy.passes and not accept_below_gate:
-        raise MatteError(f"the INT8 {flavour} graph of {label} reached IoU {accuracy.iou:.3f} against FP32 "
-                         f"(needs {GATE_IOU}): calibrate on footage closer to yours, or pass --force")
+        raise MatteError(f"the INT8 {flavour} graph of {label} reached IoU {accuracy.iou:.3f} and mean abs error "
+                         f"{accuracy.mean_abs_error:.2f}/255 against FP32, below {GATE}: calibrate on footage "
+                         "closer to yours, or pass --force")
     return network
 
 

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..accuracy import GATE_IOU, Accuracy, MaskTally
+from ..accuracy import GATE, Accuracy, MaskTally
 from ..engine.backend import Backend
 from ..errors import MatteError
 
@@ -72,7 +72,7 @@ class PrecisionGuard:
         accuracy = self.accuracy()
         if accuracy is None or accuracy.passes:
             return True
-        verdict = f"{candidate.precision.upper()} against FP32 before writing: {self.line()}, below the {GATE_IOU} gate"
+        verdict = f"{candidate.precision.upper()} against FP32 before writing: {self.line()}, below {GATE}"
         if self.force:
             self._announce(f"{verdict}; --force keeps {candidate.precision.upper()}")
             return True
@@ -107,7 +107,7 @@ class PrecisionGuard:
         accuracy = self.accuracy()
         if (not self.force and self.checked_frames >= MIN_SPOT_FRAMES and accuracy is not None
                 and not accuracy.passes):
-            raise GuardTripped(f"spot checks against FP32 fell to {self.line()}, below the {GATE_IOU} gate")
+            raise GuardTripped(f"spot checks against FP32 fell to {self.line()}, below {GATE}")
 
     @property
     def checked_frames(self) -> int:
