@@ -1003,3 +1003,42 @@ def test_calibrate_first_makes_a_calibration_from_the_input_then_mattes_it(ffmpe
     refused = run_cli(["video", "clip.mp4", "--calibrate-first", "--overwrite", "--model", str(tiny_conv_model)],
                       cwd=tmp_path)
     assert_one_line_error(refused, "--calibrate-first goes with --precision int8")
+
+
+# ---------------------------------------------------------------------------------------
+# trt-matte cache
+
+
+def test_cache_lists_what_a_run_made_and_clean_all_empties_it(tmp_path, monkeypatch, ffmpeg_exe, tiny_model):
+    monkeypatch.setenv("TRT_MATTE_HOME", str(tmp_path / "home"))
+    clip = make_clip(ffmpeg_exe, tmp_path / "clip.mp4", size="96x72", frames=4)
+    model = ["--model", str(tiny_model), "--backend", "onnxruntime", "-q"]
+    assert run_cli(video(str(clip), *model), cwd=tmp_path).returncode == 0
+    listed = run_cli(["cache"], cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stderr == ""
+    graphs = [line for line in listed.stdout.splitlines() if "graphs/matte-v" in line]
+    assert len(graphs) == 1 and "the matte graph (fp32) of the network" in graphs[0]
+    cleaned = run_cli(["cache", "clean", "--all"], cwd=tmp_path)
+    assert cleaned.returncode == 0 and "removed 1 cache entry" in cleaned.stderr
+    assert run_cli(["cache"], cwd=tmp_path).stdout.startswith(f"{tmp_path / 'home'}: 0 entries")
+    # The next run makes again what it needs.
+    clip.with_name("clip.matte.mp4").unlink()
+    assert run_cli(video(str(clip), *model), cwd=tmp_path).returncode == 0
+    assert "graphs/matte-v" in run_cli(["cache"], cwd=tmp_path).stdout
+
+
+def test_cache_clean_leaves_a_cache_in_use_alone(tmp_path, monkeypatch, tiny_model):
+    from trt_matte import Matter
+    monkeypatch.setenv("TRT_MATTE_HOME", str(tmp_path / "home"))
+    with Matter(tiny_model, backend="onnxruntime", device="cpu"):
+        before = snapshot(tmp_path / "home")
+        refused = run_cli(["cache", "clean", "--graphs"], cwd=tmp_path)
+        assert_one_line_error(refused, mentions="another trt-matte process is using")
+        assert snapshot(tmp_path / "home") == before
+    assert run_cli(["cache", "clean", "--graphs"], cwd=tmp_path).returncode == 0
+    assert not (tmp_path / "home" / "graphs").exists()
+
+
+def test_cache_clean_says_what_it_takes(tmp_path):
+    assert_one_line_error(run_cli(["cache", "clean"], cwd=tmp_path), mentions="--all")
+    assert_one_line_error(run_cli(["cache", "--engines"], cwd=tmp_path), mentions="cache clean")

@@ -18,7 +18,10 @@ engine builder, and wires the pipelines. Lower layers never choose for themselve
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -29,7 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .build_engine.engine_cache import CachedEngine, EngineCache, EngineSpec
-from .build_engine.matte_graph import matte_graph_path
+from .build_engine.matte_graph import RECIPE_VERSION, matte_graph_path
 from .build_engine.tensorrt_build import (DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE, BuildRequest, ensure_engine,
                                           require_tensorrt_gpu)
 from .calibration.calibrate import DEFAULT_FRAMES
@@ -39,6 +42,7 @@ from .cuda import gpu_count
 from .engine.backend import Backend
 from .engine.onnxruntime_backend import OnnxRuntimeBackend
 from .errors import MatteError
+from .files import CacheInUse, cache_for_cleaning
 from .media.frame_reader import FrameReader
 from .media.outputs import DEFAULT_CRF, DEFAULT_OUTPUTS
 from .media.pictures import mask_at_size, model_input, to_rgb
@@ -222,13 +226,24 @@ def build(model: str | Path | None = None, *, precision: str = "fp16", max_batch
     """The TensorRT engine for ``model`` on this GPU, built unless a cached one fits (or
     ``overwrite``): (the cached engine, its spec, the model's label)."""
     require_tensorrt_gpu()  # before a model download that would be wasted
-    resolved = resolve_model(None if model is None else str(model), progress=progress)
-    network = network_for(resolved.path, cache_dir(), precision, "tensorrt", model_label=resolved.label,
-                          accept_below_gate=accept_below_gate)
-    cached, spec = ensure_engine(BuildRequest(network, precision, max_batch, max_frame_side,
-                                              stretch_floor=stretch_floor), cache_dir(),
-                                 rebuild=overwrite, announce=announce)
+    with _cache_held():
+        resolved = resolve_model(None if model is None else str(model), progress=progress)
+        network = network_for(resolved.path, cache_dir(), precision, "tensorrt", model_label=resolved.label,
+                              accept_below_gate=accept_below_gate)
+        cached, spec = ensure_engine(BuildRequest(network, precision, max_batch, max_frame_side,
+                                                  stretch_floor=stretch_floor), cache_dir(),
+                                     rebuild=overwrite, announce=announce)
     return cached, spec, resolved.label
+
+
+@contextlib.contextmanager
+def _cache_held() -> Iterator[None]:
+    """The cache held shared (``files.CacheInUse``) for the block."""
+    hold = CacheInUse(cache_dir())
+    try:
+        yield
+    finally:
+        hold.release()
 
 
 class Matter:
@@ -246,14 +261,19 @@ class Matter:
         of its own range: frames without a subject stay dark (see README, "Empty frames")."""
         check_explicit_tensorrt(backend, device)  # before a model download that would go unused
         check_explicit_openvino(backend, device)
-        resolved = resolve_model(None if model is None else str(model), progress=progress)
-        self.model_label = resolved.label
-        self.progress = progress
-        self.announce = announce
-        self._request = BackendRequest(resolved.path, cache_dir(), backend, device, threads, max_batch=batch,
-                                       announce=announce, precision=precision, model_label=resolved.label,
-                                       accept_below_gate=force, stretch_floor=stretch_floor)
-        self.backend: Backend = open_backend(self._request)
+        self._cache_hold = CacheInUse(cache_dir())  # released by close()
+        try:
+            resolved = resolve_model(None if model is None else str(model), progress=progress)
+            self.model_label = resolved.label
+            self.progress = progress
+            self.announce = announce
+            self._request = BackendRequest(resolved.path, cache_dir(), backend, device, threads, max_batch=batch,
+                                           announce=announce, precision=precision, model_label=resolved.label,
+                                           accept_below_gate=force, stretch_floor=stretch_floor)
+            self.backend: Backend = open_backend(self._request)
+        except BaseException:
+            self._cache_hold.release()
+            raise
         self._reference: Backend | None = None  # FP32, opened for the guard on first use
 
     def _hint_own_calibration(self, source: Path) -> None:
@@ -282,9 +302,12 @@ class Matter:
 
     def close(self) -> None:
         """Release the backends' GPU memory now rather than at exit; safe to call twice."""
-        self.backend.close()
-        if self._reference is not None:
-            self._reference.close()
+        try:
+            self.backend.close()
+            if self._reference is not None:
+                self._reference.close()
+        finally:
+            self._cache_hold.release()
 
     def __enter__(self) -> "Matter":
         return self
@@ -362,6 +385,84 @@ def calibrate(inputs: Sequence[str | Path], *, model: str | Path | None = None, 
     """Quantize the model to INT8 on frames sampled from ``inputs`` (videos, images, folders)
     and check it against FP32; ``precision="int8"`` then uses the result. The same frames
     calibrated before reuse that calibration unless ``overwrite``."""
-    resolved = resolve_model(None if model is None else str(model), progress=progress)
-    return calibrate_model(resolved.path, resolved.label, [Path(source) for source in inputs], cache_dir(),
-                           frames=frames, seed=seed, overwrite=overwrite, progress=progress, announce=announce)
+    with _cache_held():
+        resolved = resolve_model(None if model is None else str(model), progress=progress)
+        return calibrate_model(resolved.path, resolved.label, [Path(source) for source in inputs], cache_dir(),
+                               frames=frames, seed=seed, overwrite=overwrite, progress=progress, announce=announce)
+
+
+# What ``trt-matte cache`` lists and cleans: kind -> the cache's folder for it.
+CACHE_FOLDERS = {"models": "models", "engines": "engines", "graphs": "graphs", "calibrations": "int8",
+                 "openvino": "openvino", "logs": "logs"}
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    kind: str  # a key of CACHE_FOLDERS
+    path: Path
+    bytes: int
+    modified: float  # seconds since the epoch
+    made_from: str
+
+
+def cache_entries() -> list[CacheEntry]:
+    """Everything the cache holds, kind by kind, each with what made it."""
+    root = cache_dir()
+    found = [*(_entry("models", path, "a model file (downloaded or copied)")
+               for path in sorted((root / "models").glob("*.onnx"))),
+             *(_engine_entry(sidecar) for sidecar in sorted((root / "engines").glob("*/*.json"))),
+             *(_entry("graphs", path, _graph_origin(path.name)) for path in sorted((root / "graphs").glob("*.onnx"))),
+             *(_calibration_entry(folder) for folder in sorted((root / "int8").glob("*/*")) if folder.is_dir()),
+             *(_entry("openvino", path, "OpenVINO's compiled model") for path in sorted((root / "openvino").glob("*"))),
+             *(_entry("logs", path, "the traceback of an unexpected error") for path in sorted((root / "logs").glob("*")))]
+    return [entry for entry in found if entry is not None]
+
+
+def clean_cache(kinds: Sequence[str]) -> tuple[int, int]:
+    """Remove the cache's folders for ``kinds``; (entries removed, bytes freed). A one-line
+    MatteError, removing nothing, while another trt-matte process uses the cache."""
+    unknown = sorted(set(kinds) - set(CACHE_FOLDERS))
+    if unknown:
+        raise ValueError(f"unknown cache kinds {unknown}")
+    with cache_for_cleaning(cache_dir()):
+        removed = [entry for entry in cache_entries() if entry.kind in kinds]
+        for kind in kinds:
+            shutil.rmtree(cache_dir() / CACHE_FOLDERS[kind], ignore_errors=True)
+    return len(removed), sum(entry.bytes for entry in removed)
+
+
+def _entry(kind: str, path: Path, made_from: str) -> CacheEntry:
+    size = sum(item.stat().st_size for item in path.rglob("*") if item.is_file()) if path.is_dir() \
+        else path.stat().st_size
+    return CacheEntry(kind, path, size, path.stat().st_mtime, made_from)
+
+
+def _graph_origin(name: str) -> str:
+    """``matte-v5-int8-floor0.5-<digest>.onnx`` -> what made it."""
+    parts = name.removesuffix(".onnx").split("-")
+    variant = " ".join(parts[2:-1])
+    stale = "" if parts[1] == f"v{RECIPE_VERSION}" else f"; from an older trt-matte ({parts[1]}), no longer used"
+    return f"the matte graph ({variant}) of the network with SHA-256 {parts[-1]}...{stale}"
+
+
+def _engine_entry(sidecar_path: Path) -> CacheEntry | None:
+    try:
+        spec = json.loads(sidecar_path.read_text())["spec"]
+        made = (f"TensorRT {spec['tensorrt_version']} {spec['precision']} engine for {spec['gpu']['name']}, "
+                f"batches up to {spec['max_batch']}, frames up to {spec['max_frame_side']} px")
+    except (OSError, ValueError, KeyError, TypeError):
+        made = "a TensorRT engine whose description cannot be read"
+    engine = sidecar_path.with_suffix(".engine")
+    entry = _entry("engines", sidecar_path, made)
+    return replace(entry, path=engine, bytes=entry.bytes + (engine.stat().st_size if engine.is_file() else 0))
+
+
+def _calibration_entry(folder: Path) -> CacheEntry:
+    try:
+        report = load_report(folder)
+        sources = ", ".join(Path(name).name for name in report.inputs[:3]) + (" ..." if len(report.inputs) > 3 else "")
+        made = (f"INT8 calibration of {report.model} on {report.calibration_frames} frames of {sources}; "
+                f"CPU graph IoU {report.accuracy['cpu'].iou:.3f}")
+    except (OSError, ValueError, KeyError, TypeError, MatteError):
+        made = "an INT8 calibration whose report cannot be read"
+    return _entry("calibrations", folder, made)

@@ -21,7 +21,8 @@ import argparse_addons
 
 from .version import __version__
 from .accuracy import GATE
-from .api import BACKEND_CHOICES, DEVICE_CHOICES, PRECISION_CHOICES, Matter, build, calibrate
+from .api import (BACKEND_CHOICES, CACHE_FOLDERS, DEVICE_CHOICES, PRECISION_CHOICES, Matter, build, cache_entries,
+                  calibrate, clean_cache)
 from .batch.cluster import RayOptions, run_on_ray
 from .batch.local import DEFAULT_BATCH_DIR, DONE, SKIPPED, run_batch
 from .batch.plan import listed_paths, plan_batch
@@ -39,7 +40,7 @@ from .runtime.guard import check_line
 from .runtime.images import find_inputs
 from .runtime.smoothing import DEFAULT_STRENGTH, MAX_STRENGTH
 
-COMMANDS = ("build", "video", "images", "calibrate", "batch")
+COMMANDS = ("build", "video", "images", "calibrate", "batch", "cache")
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -194,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "pip install 'trt-matte[ray]'")
     batch.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster to use (implies --ray)")
     _add_engine_options(batch)
+
+    cache = commands.add_parser("cache", help="list what the cache holds, or clean it")
+    cache.add_argument("action", nargs="?", choices=("list", "clean"), default="list",
+                       help="list (default) or clean")
+    for kind in CACHE_FOLDERS:
+        cache.add_argument(f"--{kind}", dest="kinds", action="append_const", const=kind,
+                           help=f"clean: remove the {kind}")
+    cache.add_argument("--all", dest="kinds", action="store_const", const=list(CACHE_FOLDERS),
+                       help="clean: remove everything (the next run rebuilds what it needs)")
+    cache.add_argument("-q", "--quiet", action="store_true", help="clean: no summary line")
     return parser
 
 
@@ -322,6 +333,36 @@ def _run_batch(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else 0
 
 
+def _run_cache(args: argparse.Namespace) -> int:
+    if args.action == "clean":
+        if not args.kinds:
+            raise MatteError(f"say what to clean: {', '.join('--' + kind for kind in CACHE_FOLDERS)}, or --all")
+        removed, freed = clean_cache(args.kinds)
+        _status(args, f"removed {removed} cache entr{'y' if removed == 1 else 'ies'} ({_megabytes(freed)}) "
+                      f"from {cache_dir()}")
+        return 0
+    if args.kinds:
+        raise MatteError("--" + args.kinds[0] + " goes with 'trt-matte cache clean'")
+    entries = cache_entries()
+    print(f"{cache_dir()}: {len(entries)} entries, {_megabytes(sum(entry.bytes for entry in entries))}")
+    now = time.time()
+    for entry in entries:
+        print(f"  {entry.kind:13s} {_megabytes(entry.bytes):>9s} {_age(now - entry.modified):>8s}  "
+              f"{entry.path.relative_to(cache_dir())}: {entry.made_from}")
+    return 0
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:.1f} MB"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler or `kill`): cleaned up exactly like Ctrl-C."""
 
@@ -347,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _terminate_like_ctrl_c():
             return {"build": _run_build, "video": _run_video, "images": _run_images,
-                    "calibrate": _run_calibrate, "batch": _run_batch}[args.command](args)
+                    "calibrate": _run_calibrate, "batch": _run_batch, "cache": _run_cache}[args.command](args)
     except MatteError as exc:
         print(f"trt-matte: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

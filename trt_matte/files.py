@@ -295,3 +295,50 @@ def _size(count: int) -> str:
         if scaled < 1000 or unit == "GB":
             break
     return f"{scaled:.1f} {unit}"
+
+
+# Every process that reads or writes the cache holds this file's lock shared for as long
+# as it does; ``trt-matte cache clean`` takes it exclusively, so it never removes a file a
+# running process uses (POSIX flock; where there is none, as on Windows, nothing is locked).
+CACHE_LOCK_NAME = ".in-use.lock"
+
+
+class CacheInUse:
+    """A shared hold on a cache folder (``release`` may be called more than once)."""
+
+    def __init__(self, folder: Path):
+        self._file = _locked(folder, exclusive=False)
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the lock
+            self._file = None
+
+
+@contextlib.contextmanager
+def cache_for_cleaning(folder: Path) -> Iterator[None]:
+    """The cache folder held exclusively; a one-line MatteError when a process uses it."""
+    held = _locked(folder, exclusive=True)
+    try:
+        yield
+    finally:
+        if held is not None:
+            held.close()
+
+
+def _locked(folder: Path, exclusive: bool):
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_file = open(folder / CACHE_LOCK_NAME, "a+b")
+    try:
+        if exclusive:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            fcntl.flock(lock_file, fcntl.LOCK_SH)
+    except BlockingIOError:
+        lock_file.close()
+        raise MatteError(f"another trt-matte process is using {folder}; clean it when that one ends") from None
+    return lock_file
