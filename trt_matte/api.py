@@ -391,9 +391,12 @@ def calibrate(inputs: Sequence[str | Path], *, model: str | Path | None = None, 
                                frames=frames, seed=seed, overwrite=overwrite, progress=progress, announce=announce)
 
 
-# What ``trt-matte cache`` lists and cleans: kind -> the cache's folder for it.
+# What ``trt-matte cache`` lists and cleans: kind -> the cache's folder for it, and what it holds.
 CACHE_FOLDERS = {"models": "models", "engines": "engines", "graphs": "graphs", "calibrations": "int8",
                  "openvino": "openvino", "logs": "logs"}
+CACHE_CONTENTS = {"models": "downloaded models", "engines": "TensorRT engines", "graphs": "matte graphs",
+                  "calibrations": "INT8 calibrations", "openvino": "compiled OpenVINO models",
+                  "logs": "tracebacks of unexpected errors"}
 
 
 @dataclass(frozen=True)
@@ -414,7 +417,8 @@ def cache_entries() -> list[CacheEntry]:
              *(_entry("graphs", path, _graph_origin(path.name)) for path in sorted((root / "graphs").glob("*.onnx"))),
              *(_calibration_entry(folder) for folder in sorted((root / "int8").glob("*/*")) if folder.is_dir()),
              *(_entry("openvino", path, "OpenVINO's compiled model") for path in sorted((root / "openvino").glob("*"))),
-             *(_entry("logs", path, "the traceback of an unexpected error") for path in sorted((root / "logs").glob("*")))]
+             *(_entry("logs", path, "the traceback of an unexpected error")
+               for path in sorted((root / "logs").glob("*")))]
     return [entry for entry in found if entry is not None]
 
 

@@ -21,8 +21,8 @@ import argparse_addons
 
 from .version import __version__
 from .accuracy import GATE
-from .api import (BACKEND_CHOICES, CACHE_FOLDERS, DEVICE_CHOICES, PRECISION_CHOICES, Matter, build, cache_entries,
-                  calibrate, clean_cache)
+from .api import (BACKEND_CHOICES, CACHE_CONTENTS, CACHE_FOLDERS, DEVICE_CHOICES, PRECISION_CHOICES, Matter, build,
+                  cache_entries, calibrate, clean_cache)
 from .batch.cluster import RayOptions, run_on_ray
 from .batch.local import DEFAULT_BATCH_DIR, DONE, SKIPPED, run_batch
 from .batch.plan import listed_paths, plan_batch
@@ -199,9 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="list what the cache holds, or clean it")
     cache.add_argument("action", nargs="?", choices=("list", "clean"), default="list",
                        help="list (default) or clean")
-    for kind in CACHE_FOLDERS:
+    for kind, contents in CACHE_CONTENTS.items():
         cache.add_argument(f"--{kind}", dest="kinds", action="append_const", const=kind,
-                           help=f"clean: remove the {kind}")
+                           help=f"clean: remove the {contents}")
     cache.add_argument("--all", dest="kinds", action="store_const", const=list(CACHE_FOLDERS),
                        help="clean: remove everything (the next run rebuilds what it needs)")
     cache.add_argument("-q", "--quiet", action="store_true", help="clean: no summary line")
