@@ -156,3 +156,13 @@ def test_ray_without_an_address_starts_its_own_and_stops_it(shoot, tiny_model, t
 def _ray_daemons() -> list[int]:
     listing = subprocess.run(["ps", "-eo", "pid=,comm="], capture_output=True, text=True, timeout=30).stdout
     return [int(line.split()[0]) for line in listing.splitlines() if line.split()[1] in ("raylet", "gcs_server")]
+
+
+def test_a_model_the_workers_cannot_load_is_one_line(cluster_address, shoot, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    done = subprocess.run([sys.executable, "-m", "trt_matte", "batch", str(shoot / "clip0.mp4"), "-o",
+                           str(tmp_path / "out"), "--model", str(bad), "--backend", "onnxruntime",
+                           "--ray-address", cluster_address], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"trt-matte: error: {bad} is not an ONNX model (DecodeError)"]

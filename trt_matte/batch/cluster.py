@@ -47,9 +47,17 @@ def _worker_class(ray: Any) -> Any:
 
         def __init__(self, matter_options: dict[str, Any]):
             from ..api import Matter  # on the worker, at start
-            self._matter = Matter(**matter_options)
+            # A model or backend that cannot load is said by ``describe``, in one line:
+            # an error raised here would reach the driver as Ray's own, with a traceback.
+            self._matter, self._error = None, ""
+            try:
+                self._matter = Matter(**matter_options)
+            except MatteError as exc:
+                self._error = str(exc)
 
         def describe(self) -> str:
+            if self._matter is None:
+                raise MatteError(self._error)
             return f"{self._matter.describe()} (pid {os.getpid()})"
 
         def matte(self, group: list[BatchItem], output_dir: Path, options: dict[str, Any]) -> list:
@@ -112,13 +120,24 @@ def run_on_ray(items: list[BatchItem], output_dir: Path, matter_options: dict[st
         count, resources = _worker_count(ray, settings)
         worker = _worker_class(ray).options(**resources)
         actors = [worker.remote(matter_options) for _ in range(count)]
-        announce(f"{count} Ray worker(s); the first: {ray.get(actors[0].describe.remote())}")
+        announce(f"{count} Ray worker(s); the first: {_first_result(ray, actors[0].describe.remote())}")
         _drive(ray, lambda: worker.remote(matter_options), actors, task_groups(todo, IMAGES_PER_TASK), output_dir,
                options, report, todo, progress)
     finally:
         ray.shutdown()
     report.save()
     return report
+
+
+def _first_result(ray: Any, task: Any) -> Any:
+    """The task's result; a MatteError it raised (a full disk, a model that cannot load)
+    is raised here as itself, in one line, not as Ray's wrapper with the worker's traceback."""
+    try:
+        return ray.get(task)
+    except ray.exceptions.RayTaskError as error:
+        if isinstance(error.cause, MatteError):
+            raise error.cause from None
+        raise
 
 
 def _drive(ray: Any, make_actor: Callable[[], Any], actors: list, groups: list[list[BatchItem]], output_dir: Path,
@@ -141,9 +160,7 @@ def _drive(ray: Any, make_actor: Callable[[], Any], actors: list, groups: list[l
             actor, group = running.pop(finished)
             load[actor] -= 1
             try:
-                outcomes = ray.get(finished)
-            except ray.exceptions.RayTaskError as error:
-                raise error.as_instanceof_cause() from None  # a full disk: the batch stops
+                outcomes = _first_result(ray, finished)  # a full disk stops the batch
             except ray.exceptions.RayActorError:
                 outcomes = [(item.name, Outcome(str(item.source), item.kind, FAILED, options,
                                                 f"its worker process died {RESTARTS + 1} times on it"))
