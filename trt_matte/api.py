@@ -70,6 +70,13 @@ BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "openvino")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
+# What ``trt-matte cache`` lists and cleans: kind -> the cache's folder for it, and what it holds.
+CACHE_FOLDERS = {"models": "models", "engines": "engines", "graphs": "graphs", "calibrations": "int8",
+                 "openvino": "openvino", "logs": "logs"}
+CACHE_CONTENTS = {"models": "downloaded models", "engines": "TensorRT engines", "graphs": "matte graphs",
+                  "calibrations": "INT8 calibrations", "openvino": "compiled OpenVINO models",
+                  "logs": "tracebacks of unexpected errors"}
+
 
 @dataclass(frozen=True)
 class BackendRequest:
@@ -145,7 +152,7 @@ def _open_openvino(request: BackendRequest) -> Backend:
                           model_label=request.model_label, accept_below_gate=request.accept_below_gate)
     graph = matte_graph_path(network, request.cache_dir, precision, stretch_floor=request.stretch_floor,
                              peaks=request.peaks)
-    return OpenVinoBackend(graph, request.cache_dir / "openvino", threads=request.threads)
+    return OpenVinoBackend(graph, request.cache_dir / CACHE_FOLDERS["openvino"], threads=request.threads)
 
 
 def reference_request(request: BackendRequest, reduced: Backend) -> BackendRequest:
@@ -391,14 +398,6 @@ def calibrate(inputs: Sequence[str | Path], *, model: str | Path | None = None, 
                                frames=frames, seed=seed, overwrite=overwrite, progress=progress, announce=announce)
 
 
-# What ``trt-matte cache`` lists and cleans: kind -> the cache's folder for it, and what it holds.
-CACHE_FOLDERS = {"models": "models", "engines": "engines", "graphs": "graphs", "calibrations": "int8",
-                 "openvino": "openvino", "logs": "logs"}
-CACHE_CONTENTS = {"models": "downloaded models", "engines": "TensorRT engines", "graphs": "matte graphs",
-                  "calibrations": "INT8 calibrations", "openvino": "compiled OpenVINO models",
-                  "logs": "tracebacks of unexpected errors"}
-
-
 @dataclass(frozen=True)
 class CacheEntry:
     kind: str  # a key of CACHE_FOLDERS
@@ -410,16 +409,15 @@ class CacheEntry:
 
 def cache_entries() -> list[CacheEntry]:
     """Everything the cache holds, kind by kind, each with what made it."""
-    root = cache_dir()
-    found = [*(_entry("models", path, "a model file (downloaded or copied)")
-               for path in sorted((root / "models").glob("*.onnx"))),
-             *(_engine_entry(sidecar) for sidecar in sorted((root / "engines").glob("*/*.json"))),
-             *(_entry("graphs", path, _graph_origin(path.name)) for path in sorted((root / "graphs").glob("*.onnx"))),
-             *(_calibration_entry(folder) for folder in sorted((root / "int8").glob("*/*")) if folder.is_dir()),
-             *(_entry("openvino", path, "OpenVINO's compiled model") for path in sorted((root / "openvino").glob("*"))),
-             *(_entry("logs", path, "the traceback of an unexpected error")
-               for path in sorted((root / "logs").glob("*")))]
-    return [entry for entry in found if entry is not None]
+    def under(kind: str, pattern: str) -> list[Path]:
+        return sorted((cache_dir() / CACHE_FOLDERS[kind]).glob(pattern))
+
+    return [*(_entry("models", path, "a model file (downloaded or copied)") for path in under("models", "*.onnx")),
+            *(_engine_entry(sidecar) for sidecar in under("engines", "*/*.json")),
+            *(_entry("graphs", path, _graph_origin(path.name)) for path in under("graphs", "*.onnx")),
+            *(_calibration_entry(folder) for folder in under("calibrations", "*/*") if folder.is_dir()),
+            *(_entry("openvino", path, "OpenVINO's compiled model") for path in under("openvino", "*")),
+            *(_entry("logs", path, "the traceback of an unexpected error") for path in under("logs", "*"))]
 
 
 def clean_cache(kinds: Sequence[str]) -> tuple[int, int]:
@@ -449,7 +447,7 @@ def _graph_origin(name: str) -> str:
     return f"the matte graph ({variant}) of the network with SHA-256 {parts[-1]}...{stale}"
 
 
-def _engine_entry(sidecar_path: Path) -> CacheEntry | None:
+def _engine_entry(sidecar_path: Path) -> CacheEntry:
     try:
         spec = json.loads(sidecar_path.read_text())["spec"]
         made = (f"TensorRT {spec['tensorrt_version']} {spec['precision']} engine for {spec['gpu']['name']}, "

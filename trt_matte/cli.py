@@ -309,22 +309,27 @@ def _run_images(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failed else 0
 
 
+def _batch_options(args: argparse.Namespace, model_label: str) -> dict:
+    """What shapes a batch's outputs: recorded per output, it decides what a rerun skips."""
+    return {"model": model_label, "precision": args.precision, "stretch_floor": args.stretch_floor, "crf": args.crf,
+            "audio": not args.no_audio, "smooth": args.smooth, "cutout": args.cutout}
+
+
 def _run_batch(args: argparse.Namespace) -> int:
     inputs = [*args.inputs, *(path for listed in args.from_list for path in listed_paths(listed))]
     if not inputs:
         raise MatteError("name the videos, images or folders to matte (or --from-list FILE)")
     items = plan_batch(inputs, args.output, args.recursive)  # bad inputs fail before the model loads
-    options = {"model": resolve_model(args.model).label, "precision": args.precision,
-               "stretch_floor": args.stretch_floor, "crf": args.crf, "audio": not args.no_audio,
-               "smooth": args.smooth, "cutout": args.cutout}
     if args.ray or args.ray_address:
+        # The workers load the model; the driver only names it (fetching it once if needed).
+        options = _batch_options(args, resolve_model(args.model).label)
         report = run_on_ray(items, args.output, _matter_options(args), options,
                             RayOptions(args.ray_address, args.threads), overwrite=args.overwrite,
                             progress=not args.quiet, announce=lambda line: _status(args, line))
     else:
         with _matter(args, progress=False) as matter:
-            report = run_batch(items, args.output, matter, options, overwrite=args.overwrite,
-                               progress=not args.quiet)
+            report = run_batch(items, args.output, matter, _batch_options(args, matter.model_label),
+                               overwrite=args.overwrite, progress=not args.quiet)
     failures = report.failures()
     _status(args, f"batch: {report.count(DONE)} done, {report.count(SKIPPED)} skipped (made before with these "
                   f"options), {len(failures)} failed; report in {report.path}")
@@ -409,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
 def _traceback_note(error: BaseException) -> str:
     """Where the full traceback of an unexpected error went: a log file in the cache."""
     try:
-        log = cache_dir() / "logs" / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        log = cache_dir() / CACHE_FOLDERS["logs"] / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("".join(traceback.format_exception(error)))
     except Exception:  # noqa: BLE001 -- no cache folder (no home, a full disk): say how to see it instead
