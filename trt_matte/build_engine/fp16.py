@@ -37,7 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnxconverter_common import float16
 
-from ..models import MODEL_SIZE
+from .network import mean_colour_input
 from .sensitivity import Rounding, measure_convolutions
 
 # FP16's largest finite value; the converter's default (1e4) would clip weights needlessly.
@@ -68,8 +68,7 @@ def kept_in_fp32(network: onnx.ModelProto) -> KeptInFp32:
     """Measured on one picture of ImageNet's mean colour (a network input of zeros): on
     u2netp the same convolution stood out, by the same 35 dB, on noise, smooth colour
     blobs and real frames, since the input it takes badly spans 0..228 on any picture."""
-    probe = np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), np.float32)
-    measured = measure_convolutions(network, [probe], FP16_ROUNDING)
+    measured = measure_convolutions(network, [mean_colour_input()], FP16_ROUNDING)
     sensitive = {name: round(float(result.sqnr_db), 1) for name, result in measured.items()
                  if result.sqnr_db < SENSITIVE_SQNR_DB}
     nodes = _with_input_paths(network, sorted(sensitive))

@@ -57,6 +57,11 @@ def network_input_name(network: onnx.ModelProto) -> str:
     return _data_inputs(network)[0].name
 
 
+def mean_colour_input() -> np.ndarray:
+    """The network's input for a picture of ImageNet's mean colour: all zeros, after the
+    normalization. A probe for what does not depend on the picture (shapes, how much a
+    layer suffers from rounding)."""
+    return np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), np.float32)
 
 
 def name_every_node(network: onnx.ModelProto) -> None:
@@ -109,9 +114,8 @@ def with_static_resizes(network: onnx.ModelProto) -> onnx.ModelProto:
     exposed.CopyFrom(network)
     tensors = sorted({name for node in resizes for name in (node.input[0], node.output[0])})
     exposed.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in tensors)
-    probe = np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), np.float32)
     shapes = {name: value.shape for name, value in
-              zip(tensors, cpu_session(exposed).run(tensors, {network_input_name(network): probe}))}
+              zip(tensors, cpu_session(exposed).run(tensors, {network_input_name(network): mean_colour_input()}))}
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(network)
     resizes = [node for node in rewritten.graph.node if node.op_type == "Resize"]
