@@ -336,7 +336,7 @@ def leftovers(folder: Path) -> list[str]:
 class ExplodingBackend:
     """Runs ``inner`` but fails on the third batch, as a crash mid-run would."""
 
-    name, device, preferred_batch, takes_device_batches = "exploding", "cpu", 2, False
+    name, device, preferred_batch, takes_device_batches, shapes_masks = "exploding", "cpu", 2, False, False
 
     def __init__(self, inner):
         self.inner, self.calls = inner, 0

@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .build_engine.engine_cache import CachedEngine, EngineCache, EngineSpec
-from .build_engine.matte_graph import RECIPE_VERSION, matte_graph_path
+from .build_engine.matte_graph import NO_SHAPING, RECIPE_VERSION, MaskShape, matte_graph_path
 from .build_engine.tensorrt_build import (DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE, BuildRequest, ensure_engine,
                                           require_tensorrt_gpu)
 from .calibration.calibrate import DEFAULT_FRAMES
@@ -70,6 +70,10 @@ BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "openvino")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
+# x264's lossless setting: a hard matte's default (carphone thresholded: 71 KB at crf 0,
+# 147 KB at crf 18, which rings into 16 levels at the edges).
+LOSSLESS_CRF = 0
+
 # What ``trt-matte cache`` lists and cleans: kind -> the cache's folder for it, and what it holds.
 CACHE_FOLDERS = {"models": "models", "engines": "engines", "graphs": "graphs", "calibrations": "int8",
                  "openvino": "openvino", "logs": "logs"}
@@ -96,6 +100,8 @@ class BackendRequest:
     stretch_floor: float = 0.0
     # The host graph also returns each frame's top probability (``Backend.run_with_peaks``).
     peaks: bool = False
+    # Threshold, erode, dilate, feather: in the graph, at the output size (see ``Backend``).
+    shape: MaskShape = NO_SHAPING
 
 
 def open_backend(request: BackendRequest) -> Backend:
@@ -113,6 +119,7 @@ def open_backend(request: BackendRequest) -> Backend:
     opener = {"tensorrt": _open_tensorrt, "openvino": _open_openvino, "onnxruntime": _open_onnxruntime}[chosen]
     backend = opener(request)
     backend.precision = _resolved_precision(request.precision, chosen == "tensorrt")
+    backend.shapes_masks = request.shape.active
     return backend
 
 
@@ -150,8 +157,7 @@ def _open_openvino(request: BackendRequest) -> Backend:
         raise MatteError("OpenVINO runs fp32 or int8 here (FP16 is the GPU's); use --precision fp32 or int8")
     network = network_for(request.model_path, request.cache_dir, precision, OPENVINO_FLAVOUR,
                           model_label=request.model_label, accept_below_gate=request.accept_below_gate)
-    graph = matte_graph_path(network, request.cache_dir, precision, stretch_floor=request.stretch_floor,
-                             peaks=request.peaks)
+    graph = _host_graph(network, request, precision)
     return OpenVinoBackend(graph, request.cache_dir / CACHE_FOLDERS["openvino"], threads=request.threads)
 
 
@@ -173,15 +179,21 @@ def _open_onnxruntime(request: BackendRequest) -> Backend:
     precision = _resolved_precision(request.precision, tensorrt=False)
     network = network_for(request.model_path, request.cache_dir, precision, "cpu", model_label=request.model_label,
                           accept_below_gate=request.accept_below_gate)
-    graph = matte_graph_path(network, request.cache_dir, precision, stretch_floor=request.stretch_floor,
-                             peaks=request.peaks)
+    graph = _host_graph(network, request, precision)
     backend = OnnxRuntimeBackend(graph, device=request.device, threads=request.threads)
     if backend.device == "cuda" and gpu_pipeline_available():
         from .engine.onnxruntime_cuda import OnnxRuntimeCudaBackend  # cuda-python only where it runs
         upsizing = matte_graph_path(network, request.cache_dir, precision, upsize=True,
-                                    stretch_floor=request.stretch_floor)
+                                    stretch_floor=request.stretch_floor, shape=request.shape)
         return OnnxRuntimeCudaBackend(graph, upsizing, threads=request.threads)
     return backend
+
+
+def _host_graph(network: Path, request: BackendRequest, precision: str) -> Path:
+    """The graph a host backend runs: 320x320 masks, or with mask shaping the upsizing
+    graph (``Backend.run_at_size``)."""
+    return matte_graph_path(network, request.cache_dir, precision, upsize=request.shape.active,
+                            stretch_floor=request.stretch_floor, peaks=request.peaks, shape=request.shape)
 
 
 def gpu_pipeline_available() -> bool:
@@ -210,7 +222,7 @@ def _open_tensorrt(request: BackendRequest) -> Backend:
     network = network_for(request.model_path, request.cache_dir, precision, "tensorrt",
                           model_label=request.model_label, accept_below_gate=request.accept_below_gate)
     build_request = BuildRequest(network, precision, max_batch=request.max_batch or DEFAULT_MAX_BATCH,
-                                 stretch_floor=request.stretch_floor)
+                                 stretch_floor=request.stretch_floor, shape=request.shape)
     cached, spec = ensure_engine(build_request, request.cache_dir, announce=request.announce)
     try:
         return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, build_request.max_batch)
@@ -258,14 +270,18 @@ class Matter:
 
     def __init__(self, model: str | Path | None = None, *, backend: str = "auto", device: str = "auto",
                  threads: int | None = None, batch: int | None = None, precision: str = "auto",
-                 force: bool = False, stretch_floor: float = 0.0, progress: bool = False,
+                 force: bool = False, stretch_floor: float = 0.0, threshold: int = 0, erode: int = 0,
+                 dilate: int = 0, feather: int = 0, progress: bool = False,
                  announce: Callable[[str], None] = lambda message: None):
         """``precision``: auto (FP16 on TensorRT, FP32 on the CPU), fp32, fp16, or int8 (after
         ``calibrate``). Videos in a reduced precision are checked against FP32 on their
         own frames and written in FP32 when below the accuracy gate (``runtime.guard``);
         ``force`` keeps the reduced precision then, and accepts an INT8 calibration below
         the gate. ``stretch_floor`` F > 0 divides each frame's output by at least F instead
-        of its own range: frames without a subject stay dark (see README, "Empty frames")."""
+        of its own range: frames without a subject stay dark (see README, "Empty frames").
+        ``threshold`` (1..255: a hard matte), ``erode``, ``dilate`` and ``feather`` (pixels)
+        shape every mask at its output size, in the graph (``MaskShape``); 0 leaves them out."""
+        shape = MaskShape(threshold, erode, dilate, feather)  # bad values fail before any loading
         check_explicit_tensorrt(backend, device)  # before a model download that would go unused
         check_explicit_openvino(backend, device)
         self._cache_hold = CacheInUse(cache_dir())  # released by close()
@@ -276,7 +292,7 @@ class Matter:
             self.announce = announce
             self._request = BackendRequest(resolved.path, cache_dir(), backend, device, threads, max_batch=batch,
                                            announce=announce, precision=precision, model_label=resolved.label,
-                                           accept_below_gate=force, stretch_floor=stretch_floor)
+                                           accept_below_gate=force, stretch_floor=stretch_floor, shape=shape)
             self.backend: Backend = open_backend(self._request)
         except BaseException:
             self._cache_hold.release()
@@ -328,14 +344,18 @@ class Matter:
             if error is None:
                 raise  # otherwise the error that ended the block is the one to report
 
-    def video(self, source: str | Path, output: str | Path | None = None, *, crf: int = DEFAULT_CRF,
+    def video(self, source: str | Path, output: str | Path | None = None, *, crf: int | None = None,
               audio: bool = True, batch: int | None = None, outputs: Sequence[str] = DEFAULT_OUTPUTS,
               background: str | None = None, smooth: int = 0, probed: VideoInfo | None = None,
               overwrite: bool = False) -> VideoResult:
         """Write the matte of a video (default ``<stem>.matte.mp4`` beside it) and/or the other
         ``outputs`` (green, prores, webm, png); outputs that exist are kept unless
-        ``overwrite``. See ``runtime.video.matte_video``."""
+        ``overwrite``. ``crf``: the x264 outputs' quality; by default DEFAULT_CRF, or 0
+        (lossless) with a hard matte (``threshold`` without ``feather``), which keeps it
+        exactly 0 and 255 and is smaller too. See ``runtime.video.matte_video``."""
         self._hint_own_calibration(Path(source))
+        if crf is None:
+            crf = LOSSLESS_CRF if self._request.shape.hard else DEFAULT_CRF
         return matte_video(Path(source), None if output is None else Path(output), self.backend, batch_size=batch,
                            progress=self.progress, crf=crf, audio=audio, outputs=outputs, background=background,
                            smooth=smooth, probed=probed, overwrite=overwrite, guard=self._guard(),
@@ -361,8 +381,7 @@ class Matter:
     def mask(self, image: Image.Image | np.ndarray) -> np.ndarray:
         """The uint8 mask (HxW, 0..255) of one picture: PIL image, or uint8 array HxW, HxWx3 or HxWx4."""
         picture = to_rgb(image if isinstance(image, Image.Image) else _image_from_array(image))
-        mask_320 = self.backend.run(model_input(picture)[None])[0]
-        return np.asarray(mask_at_size(mask_320, picture.size))
+        return self._masks_at(model_input(picture)[None], picture.size)[0]
 
     def frames(self, source: str | Path, batch: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(RGB frame, mask) pairs at the displayed size, in order, for custom pipelines.
@@ -373,11 +392,18 @@ class Matter:
         reader = FrameReader(Path(source), display_size=(info.width, info.height))
         try:
             for frames in reader.batches(batch or self.backend.preferred_batch):
-                masks = self.backend.run(np.stack([model_input(Image.fromarray(frame)) for frame in frames]))
-                for frame, mask_320 in zip(frames, masks):
-                    yield frame, np.asarray(mask_at_size(mask_320, (info.width, info.height)))
+                rgb_batch = np.stack([model_input(Image.fromarray(frame)) for frame in frames])
+                yield from zip(frames, self._masks_at(rgb_batch, (info.width, info.height)))
         finally:
             reader.kill()
+
+    def _masks_at(self, rgb_batch: np.ndarray, size: tuple[int, int]) -> list[np.ndarray]:
+        """Masks at ``size`` (width, height): rembg's Lanczos upscale, or the graph's own
+        upsizing where it shapes the masks."""
+        width, height = size
+        if self.backend.shapes_masks:
+            return list(self.backend.run_at_size(rgb_batch, height, width))
+        return [np.asarray(mask_at_size(mask_320, size)) for mask_320 in self.backend.run(rgb_batch)]
 
 
 def _image_from_array(pixels: np.ndarray) -> Image.Image:

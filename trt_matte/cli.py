@@ -26,7 +26,7 @@ from .api import (BACKEND_CHOICES, CACHE_CONTENTS, CACHE_FOLDERS, DEVICE_CHOICES
 from .batch.cluster import RayOptions, run_on_ray
 from .batch.local import DEFAULT_BATCH_DIR, DONE, SKIPPED, run_batch
 from .batch.plan import listed_paths, plan_batch
-from .build_engine.matte_graph import PRECISIONS
+from .build_engine.matte_graph import MAX_SHAPING_PIXELS, PRECISIONS
 from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE, MAX_FRAME_SIDE_LIMIT
 from .calibration.calibrate import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
 from .errors import INTERRUPTED_LINE, MatteError
@@ -81,6 +81,19 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
                        help=f"with --precision int8, use a calibration below {GATE} against FP32")
     _add_stretch_floor(group)
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
+
+
+def _add_shaping_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "mask shaping", "done in the graph at the output size, in this order; default: rembg's masks as they are")
+    group.add_argument("--threshold", type=argparse_addons.Integer(1, 255), default=0, metavar="T",
+                       help="a hard matte: 255 where the mask is at least T (1..255), else 0")
+    pixels = argparse_addons.Integer(0, MAX_SHAPING_PIXELS)
+    group.add_argument("--erode", type=pixels, default=0, metavar="N", help="shrink the foreground by N pixels")
+    group.add_argument("--dilate", type=pixels, default=0, metavar="N",
+                       help="grow the foreground by N pixels (after --erode: together they remove specks)")
+    group.add_argument("--feather", type=pixels, default=0, metavar="N",
+                       help="soften the edge: a blur reaching N pixels to each side of it")
 
 
 class _OutputOrFormat(argparse.Action):
@@ -153,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--background", metavar="COLOUR|FILE",
                        help="behind the green output: green (default), blue, black, white, #RRGGBB, "
                             "or an image or video file (scaled to cover, centred; a shorter video loops)")
-    video.add_argument("--crf", type=argparse_addons.Integer(0, 51), default=DEFAULT_CRF,
-                       help=f"x264 quality of the matte and green outputs, lower is closer (default: {DEFAULT_CRF})")
+    video.add_argument("--crf", type=argparse_addons.Integer(0, 51),
+                       help=f"x264 quality of the matte and green outputs, lower is closer (default: {DEFAULT_CRF}; "
+                            "0, lossless, with --threshold and no --feather: exactly 0 and 255, and smaller)")
     video.add_argument("--no-audio", action="store_true", help="leave the source's audio out of the outputs")
     video.add_argument("--calibrate-first", action="store_true",
                        help="with --precision int8: calibrate on this video's own frames first (reused when "
@@ -165,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"temporal smoothing against flicker: a centred, motion-gated median over 2K+1 frames "
                             f"({DEFAULT_STRENGTH} recommended; default 0, off)")
     _add_engine_options(video)
+    _add_shaping_options(video)
 
     images = commands.add_parser("images", help="write a mask PNG (or an RGBA cutout) for every image in a folder")
     images.add_argument("input", type=Path, metavar="DIR", help="folder of jpg/png/webp/bmp/tiff images")
@@ -173,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("--cutout", action="store_true", help="write RGBA cutouts instead of masks")
     images.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     _add_engine_options(images)
+    _add_shaping_options(images)
 
     batch = commands.add_parser("batch", help="matte many videos and images in one run, resumable")
     batch.add_argument("inputs", type=Path, nargs="*", metavar="INPUT",
@@ -185,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--overwrite", action="store_true",
                        help="make every output again (default: skip those a batch made with the same options)")
     batch.add_argument("--cutout", action="store_true", help="images: RGBA cutouts instead of masks")
-    batch.add_argument("--crf", type=argparse_addons.Integer(0, 51), default=DEFAULT_CRF,
-                       help=f"videos: x264 quality of the mattes (default: {DEFAULT_CRF})")
+    batch.add_argument("--crf", type=argparse_addons.Integer(0, 51),
+                       help=f"videos: x264 quality of the mattes (default: {DEFAULT_CRF}; 0 with --threshold)")
     batch.add_argument("--no-audio", action="store_true", help="videos: leave the sources' audio out")
     batch.add_argument("--smooth", type=argparse_addons.Integer(0, MAX_STRENGTH), default=0, metavar="K",
                        help="videos: temporal smoothing against flicker (see 'video --help'; default 0)")
@@ -195,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "pip install 'trt-matte[ray]'")
     batch.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster to use (implies --ray)")
     _add_engine_options(batch)
+    _add_shaping_options(batch)
 
     cache = commands.add_parser("cache", help="list what the cache holds, or clean it")
     cache.add_argument("action", nargs="?", choices=("list", "clean"), default="list",
@@ -224,7 +241,11 @@ def _status(args: argparse.Namespace, message: str) -> None:
 def _matter_options(args: argparse.Namespace) -> dict:
     return {"model": args.model, "backend": args.backend, "device": args.device, "threads": args.threads,
             "batch": args.batch, "precision": args.precision, "force": args.force,
-            "stretch_floor": args.stretch_floor}
+            "stretch_floor": args.stretch_floor, **_shaping(args)}
+
+
+def _shaping(args: argparse.Namespace) -> dict:
+    return {"threshold": args.threshold, "erode": args.erode, "dilate": args.dilate, "feather": args.feather}
 
 
 def _matter(args: argparse.Namespace, progress: bool | None = None) -> Matter:
@@ -312,7 +333,7 @@ def _run_images(args: argparse.Namespace) -> int:
 def _batch_options(args: argparse.Namespace, model_label: str) -> dict:
     """What shapes a batch's outputs: recorded per output, it decides what a rerun skips."""
     return {"model": model_label, "precision": args.precision, "stretch_floor": args.stretch_floor, "crf": args.crf,
-            "audio": not args.no_audio, "smooth": args.smooth, "cutout": args.cutout}
+            "audio": not args.no_audio, "smooth": args.smooth, "cutout": args.cutout, **_shaping(args)}
 
 
 def _run_batch(args: argparse.Namespace) -> int:

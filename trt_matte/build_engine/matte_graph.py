@@ -5,14 +5,16 @@ Every backend runs this one graph, so the numerics are defined once:
     uint8 RGB [N,320,320,3]
       -> divide by the image's own maximum (rembg: ``im / max(im.max(), 1e-6)``)
       -> ImageNet mean/std -> NCHW -> U²-Net -> first output head [N,1,320,320]
-      -> per-image min-max (guarded against a constant map) -> x255, round, clip
-      -> uint8 masks [N,320,320]
+      -> per-image min-max (guarded against a constant map)
+      [-> upsize to the frame] [-> shaping: threshold, erode, dilate, feather]
+      -> x255, round, clip -> uint8 masks [N,320,320] (or [N,H,W] upsized)
 
 Min and max are reduced over each image separately: taking them over a whole batch
 is a known pitfall that makes a frame's mask depend on its neighbours.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,8 @@ BATCH_DIM = "batch"
 PRECISIONS = ("fp32", "fp16", "int8")
 # Bump when the recipe below changes, so cached graphs are rebuilt.
 RECIPE_VERSION = 5
+# The widest erode, dilate or feather, in pixels: a 129-pixel pooling window.
+MAX_SHAPING_PIXELS = 64
 # rembg guards the max division with 1e-6 on a 0..1 scale; we divide raw 0..255 values.
 MAX_GUARD = 1e-6
 RANGE_GUARD = 1e-12
@@ -53,6 +57,45 @@ def frame_shape_dims(height: int, width: int) -> tuple[int, int, int]:
 def frame_shape_input(height: int, width: int) -> np.ndarray:
     """``frame_shape`` for ONNX Runtime on the host: an empty uint8 array of that shape."""
     return np.zeros(frame_shape_dims(height, width), np.uint8)
+
+
+@dataclass(frozen=True)
+class MaskShape:
+    """What rembg users do to a mask after the network (its ``-ppm`` and only-mask
+    thresholds), as ONNX ops at the end of the graph, at the size the graph outputs, in
+    this order: ``threshold`` T (1..255) makes a hard matte, 255 where the mask is at
+    least T; ``erode`` and ``dilate`` N shrink and grow it by N pixels (a square window,
+    so erode then dilate is an opening: specks go, shapes stay); ``feather`` N blurs it
+    with a (2N+1)-pixel box, a soft edge reaching N pixels to each side. 0 leaves a step out."""
+
+    threshold: int = 0
+    erode: int = 0
+    dilate: int = 0
+    feather: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold <= 255:
+            raise MatteError(f"the threshold is a mask level from 1 to 255, got {self.threshold}")
+        for name in ("erode", "dilate", "feather"):
+            if not 0 <= getattr(self, name) <= MAX_SHAPING_PIXELS:
+                raise MatteError(f"--{name} takes 0 to {MAX_SHAPING_PIXELS} pixels, got {getattr(self, name)}")
+
+    @property
+    def active(self) -> bool:
+        return any((self.threshold, self.erode, self.dilate, self.feather))
+
+    @property
+    def hard(self) -> bool:
+        """Masks of 0 and 255 only: thresholded, with no feather."""
+        return bool(self.threshold) and not self.feather
+
+    def label(self) -> str:
+        """``t128-e3-f2``: the steps taken, for file names ("" when none)."""
+        steps = (("t", self.threshold), ("e", self.erode), ("d", self.dilate), ("f", self.feather))
+        return "-".join(f"{letter}{value}" for letter, value in steps if value)
+
+
+NO_SHAPING = MaskShape()
 
 
 def _constant(name: str, values: np.ndarray) -> onnx.TensorProto:
@@ -154,6 +197,47 @@ def _upsize(source: str, target: str, opset: int) -> tuple[list[onnx.NodeProto],
     return nodes, constants
 
 
+def _pool_both_ways(op: str, source: str, target: str, radius: int, **attributes: int) -> list[onnx.NodeProto]:
+    """A (2r+1)-square window as a row pass then a column pass: max and box filters are
+    separable, so each pixel costs 2(2r+1) reads instead of (2r+1)^2."""
+    width = 2 * radius + 1
+    return [helper.make_node(op, [source], [f"{target}_rows"], kernel_shape=[1, width], pads=[0, radius, 0, radius],
+                             **attributes),
+            helper.make_node(op, [f"{target}_rows"], [target], kernel_shape=[width, 1], pads=[radius, 0, radius, 0],
+                             **attributes)]
+
+
+def _shape_mask(source: str, shape: MaskShape) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    """``MaskShape``'s steps on a 0..1 float mask [N,1,H,W]; returns the name of the result.
+    Pooling pads count as absent (max pooling pads with -inf, the box average leaves them
+    out), so the frame's border neither erodes nor darkens the mask."""
+    nodes: list[onnx.NodeProto] = []
+    constants: list[onnx.TensorProto] = []
+    current = source
+    if shape.threshold:
+        # Compared on the level the unshaped matte would be written at: x255, rounded.
+        constants += [_constant("shape_scale", np.array(255.0, dtype=np.float32)),
+                      _constant("shape_threshold", np.array(shape.threshold, dtype=np.float32))]
+        nodes += [helper.make_node("Mul", [current, "shape_scale"], ["shape_levels"]),
+                  helper.make_node("Round", ["shape_levels"], ["shape_rounded"]),
+                  helper.make_node("Less", ["shape_rounded", "shape_threshold"], ["shape_below"]),
+                  helper.make_node("Not", ["shape_below"], ["shape_kept"]),
+                  helper.make_node("Cast", ["shape_kept"], ["shape_hard"], to=TensorProto.FLOAT)]
+        current = "shape_hard"
+    if shape.erode:  # erosion is the dilation of the background
+        nodes += [helper.make_node("Neg", [current], ["shape_background"]),
+                  *_pool_both_ways("MaxPool", "shape_background", "shape_background_grown", shape.erode),
+                  helper.make_node("Neg", ["shape_background_grown"], ["shape_eroded"])]
+        current = "shape_eroded"
+    if shape.dilate:
+        nodes += _pool_both_ways("MaxPool", current, "shape_dilated", shape.dilate)
+        current = "shape_dilated"
+    if shape.feather:
+        nodes += _pool_both_ways("AveragePool", current, "shape_feathered", shape.feather, count_include_pad=0)
+        current = "shape_feathered"
+    return nodes, constants, current
+
+
 def _to_uint8(source: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """0..1 float [N,1,H,W] -> uint8 [N,H,W]: x255, round (rembg truncates), clip."""
     constants = [
@@ -177,14 +261,15 @@ def _to_uint8(source: str, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.
 
 
 def build_matte_graph(network: onnx.ModelProto, upsize: bool = False, stretch_floor: float = 0.0,
-                      peaks: bool = False) -> onnx.ModelProto:
+                      peaks: bool = False, shape: MaskShape = NO_SHAPING) -> onnx.ModelProto:
     """Wrap a U²-Net network in the recipe; the result has a dynamic batch dimension.
 
     With ``upsize`` the graph also takes ``frame_shape`` (uint8 [0,H,W]: empty, only
     its shape counts; see ``frame_shape_dims``) and returns masks resized to H x W, so a
     GPU engine hands back finished mattes and no full-size resize runs on the host.
     ``stretch_floor`` > 0 bounds the per-frame stretch (see ``_normalize_head``).
-    ``peaks`` adds the ``peak`` output, float [N,1,1,1].
+    ``peaks`` adds the ``peak`` output, float [N,1,1,1]. ``shape`` shapes the masks at
+    the size the graph returns them (``MaskShape``).
     """
     opset = default_opset(network)
     if opset < 11:
@@ -195,9 +280,14 @@ def build_matte_graph(network: onnx.ModelProto, upsize: bool = False, stretch_fl
     first_head = graph.output[0].name
 
     stages = [_preprocess(network_input, opset), (list(graph.node), []), _normalize_head(first_head, opset, stretch_floor)]
+    unit_mask = "post_unit"
     if upsize:
-        stages.append(_upsize("post_unit", "post_upsized", opset))
-    stages.append(_to_uint8("post_upsized" if upsize else "post_unit", opset))
+        stages.append(_upsize(unit_mask, "post_upsized", opset))
+        unit_mask = "post_upsized"
+    if shape.active:
+        shaping_nodes, shaping_constants, unit_mask = _shape_mask(unit_mask, shape)
+        stages.append((shaping_nodes, shaping_constants))
+    stages.append(_to_uint8(unit_mask, opset))
     # The exporter's shape annotations pin the batch to 1; drop them and let the
     # runtime infer shapes from the dynamic input.
     inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [BATCH_DIM, MODEL_SIZE, MODEL_SIZE, 3])]
@@ -229,7 +319,7 @@ def build_matte_graph(network: onnx.ModelProto, upsize: bool = False, stretch_fl
 
 
 def matte_graph_path(network_path: Path, cache_dir: Path, precision: str = "fp32", upsize: bool = False,
-                     stretch_floor: float = 0.0, peaks: bool = False) -> Path:
+                     stretch_floor: float = 0.0, peaks: bool = False, shape: MaskShape = NO_SHAPING) -> Path:
     """Return the cached matte graph for a network file and variant, building it on first use.
 
     ``network_path`` is the model file, or for ``int8`` the Q/DQ network of a calibration,
@@ -245,6 +335,7 @@ def matte_graph_path(network_path: Path, cache_dir: Path, precision: str = "fp32
     variant = f"{precision}-upsize" if upsize else precision
     variant += f"-floor{stretch_floor:g}" if stretch_floor else ""
     variant += "-peaks" if peaks else ""
+    variant += f"-{shape.label()}" if shape.active else ""
     target = cache_dir / "graphs" / f"matte-v{RECIPE_VERSION}-{variant}-{digest}.onnx"
     if target.is_file():
         return target
@@ -252,5 +343,5 @@ def matte_graph_path(network_path: Path, cache_dir: Path, precision: str = "fp32
     # at run time, opset 11), u2netp's FP16 matte lost twice as much on low-confidence clips.
     network = convert_network_to_fp16(prepare_network(network_path)) if precision == "fp16" \
         else load_network(network_path)
-    atomic_write_bytes(target, build_matte_graph(network, upsize, stretch_floor, peaks).SerializeToString())
+    atomic_write_bytes(target, build_matte_graph(network, upsize, stretch_floor, peaks, shape).SerializeToString())
     return target

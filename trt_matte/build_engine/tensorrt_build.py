@@ -18,7 +18,7 @@ from ..files import file_digest
 from ..models import MODEL_SIZE
 from ..tensorrt_api import build_serialized, import_tensorrt, tensorrt_version
 from .engine_cache import CachedEngine, EngineCache, EngineSpec, GpuIdentity
-from .matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, frame_shape_dims, matte_graph_path
+from .matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, NO_SHAPING, MaskShape, frame_shape_dims, matte_graph_path
 
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_FRAME_SIDE = 4096
@@ -49,6 +49,8 @@ class BuildRequest:
     # The matte graph's bound on the per-frame stretch (0: rembg's numerics); in the graph,
     # so engines of different floors are different engines.
     stretch_floor: float = 0.0
+    # Mask shaping (threshold, erode, ...) is in the graph too.
+    shape: MaskShape = NO_SHAPING
 
 
 def engine_spec(graph_path: Path, request: BuildRequest, gpu: GpuIdentity, version: str) -> EngineSpec:
@@ -77,7 +79,7 @@ def ensure_engine(request: BuildRequest, cache_dir: Path, *, rebuild: bool = Fal
     """The cached engine for ``request`` on this GPU, building it when none fits (or when ``rebuild``)."""
     require_tensorrt_gpu()
     graph_path = matte_graph_path(request.network_path, cache_dir, request.precision, upsize=True,
-                                  stretch_floor=request.stretch_floor)
+                                  stretch_floor=request.stretch_floor, shape=request.shape)
     spec = engine_spec(graph_path, request, current_gpu(), tensorrt_version())
     cache = EngineCache(cache_dir)
     found = None if rebuild else cache.find_covering(spec)

@@ -2,7 +2,10 @@
 
 A backend takes a batch of uint8 RGB images [N,320,320,3] and returns uint8 masks
 [N,320,320], running the matte graph (``build_engine.matte_graph``), so every backend
-shares the same numerics. A backend is a context manager: leaving the block (or
+shares the same numerics. A backend opened with mask shaping (``MaskShape``) runs an
+upsizing graph, since shaping counts output pixels: ``run_at_size`` then gives the
+finished masks at the frame's size, and ``run`` the masks shaped at 320x320, which is
+what the precision guard compares (the same graph on both sides). A backend is a context manager: leaving the block (or
 ``close()``, which may be called more than once) releases what it holds on a device.
 """
 from __future__ import annotations
@@ -38,10 +41,17 @@ class Backend(abc.ABC):
     # Backends that take device batches: the CUDA adapter the GPU stages allocate and copy
     # with (``trt_matte.cuda``, or its host twin ``trt_matte.fake_cuda`` in the tests).
     cuda: ModuleType | None = None
+    # Masks are shaped in the graph (threshold, erode, ...): deliver ``run_at_size``'s.
+    shapes_masks: bool = False
 
     @abc.abstractmethod
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
         """uint8 [N,320,320,3] RGB -> uint8 [N,320,320] masks."""
+
+    def run_at_size(self, rgb_batch: np.ndarray, height: int, width: int) -> np.ndarray:
+        """uint8 [N,320,320,3] RGB -> uint8 [N,height,width] masks, upsized (and shaped) by
+        the graph; backends opened with mask shaping have it."""
+        raise NotImplementedError(f"the {self.name} backend was opened without an upsizing graph")
 
     def run_with_peaks(self, rgb_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(masks, float [N] top probabilities) from a graph made with ``peaks``: the host

@@ -27,8 +27,10 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
     cuda = cuda
 
     def __init__(self, graph_path: Path, upsize_graph_path: Path, threads: int | None = None):
+        """With mask shaping both graphs are the one shaping upsizing graph: one session."""
         super().__init__(graph_path, device="cuda", threads=threads)
-        self._upsizing = open_session(upsize_graph_path, [CUDA_PROVIDER], threads)
+        self._upsizing = self._session if upsize_graph_path == graph_path else \
+            open_session(upsize_graph_path, [CUDA_PROVIDER], threads)
         with contextlib.ExitStack() as made:  # a failed allocation releases what came before
             self.stream = made.enter_context(contextlib.closing(Stream()))
             self._input = made.enter_context(contextlib.closing(DeviceBuffer(self.preferred_batch * MODEL_RGB_BYTES)))

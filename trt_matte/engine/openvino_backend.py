@@ -21,8 +21,9 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
-from ..build_engine.matte_graph import OUTPUT_NAME, PEAK_NAME
+from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, OUTPUT_NAME, PEAK_NAME, frame_shape_input
 from ..errors import MatteError
+from ..models import MODEL_SIZE
 from .backend import Backend
 
 # Measured on 2 cores with u2netp: batch 1 per frame as fast as larger ones, least memory.
@@ -77,10 +78,22 @@ class OpenVinoBackend(Backend):
         except RuntimeError as exc:  # OpenVINO reports every failure as RuntimeError
             raise MatteError(f"OpenVINO could not load {graph_path.name}: {_first_line(exc)}") from None
         self._request = compiled.create_infer_request()
+        self._upsizes = any(FRAME_SHAPE_NAME in graph_input.get_names() for graph_input in compiled.inputs)
         self.cpu_name = ov.Core().get_property("CPU", props.device.full_name)
 
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
-        self._request.infer([np.ascontiguousarray(rgb_batch, dtype=np.uint8)])
+        return self._infer(rgb_batch, MODEL_SIZE, MODEL_SIZE)
+
+    def run_at_size(self, rgb_batch: np.ndarray, height: int, width: int) -> np.ndarray:
+        if not self._upsizes:
+            return super().run_at_size(rgb_batch, height, width)
+        return self._infer(rgb_batch, height, width)
+
+    def _infer(self, rgb_batch: np.ndarray, height: int, width: int) -> np.ndarray:
+        feed = {INPUT_NAME: np.ascontiguousarray(rgb_batch, dtype=np.uint8)}
+        if self._upsizes:
+            feed[FRAME_SHAPE_NAME] = frame_shape_input(height, width)
+        self._request.infer(feed)
         # The output tensor is reused by the next request, while the writer may still hold these masks.
         return self._request.get_tensor(OUTPUT_NAME).data.copy()
 

@@ -57,15 +57,24 @@ class TensorRTBackend(Backend):
 
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
         """Host uint8 [N,320,320,3] in, host uint8 [N,320,320] masks out (the images path)."""
+        return self._host_masks(rgb_batch, MODEL_SIZE, MODEL_SIZE)
+
+    def run_at_size(self, rgb_batch: np.ndarray, height: int, width: int) -> np.ndarray:
+        return self._host_masks(rgb_batch, height, width)
+
+    def _host_masks(self, rgb_batch: np.ndarray, height: int, width: int) -> np.ndarray:
         batch = len(rgb_batch)
         if batch > self.preferred_batch:
-            return np.concatenate([self.run(rgb_batch[start:start + self.preferred_batch])
+            return np.concatenate([self._host_masks(rgb_batch[start:start + self.preferred_batch], height, width)
                                    for start in range(0, batch, self.preferred_batch)])
-        self.enqueue(self.upload(rgb_batch), batch, MODEL_SIZE, MODEL_SIZE, self._small_output.address)
-        masks = np.empty((batch, MODEL_SIZE, MODEL_SIZE), np.uint8)
-        self.cuda.copy_async(masks.ctypes.data, self._small_output.address, masks.nbytes, "cudaMemcpyDeviceToHost",
-                             self.stream)
-        self.stream.synchronize()
+        masks = np.empty((batch, height, width), np.uint8)
+        with contextlib.ExitStack() as allocated:
+            output = self._small_output if masks.nbytes <= self._small_output.nbytes else \
+                allocated.enter_context(contextlib.closing(self.cuda.DeviceBuffer(masks.nbytes)))
+            self.enqueue(self.upload(rgb_batch), batch, height, width, output.address)
+            self.cuda.copy_async(masks.ctypes.data, output.address, masks.nbytes, "cudaMemcpyDeviceToHost",
+                                 self.stream)
+            self.stream.synchronize()
         return masks
 
     def close(self) -> None:

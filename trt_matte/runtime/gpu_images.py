@@ -43,9 +43,9 @@ from PIL import Image
 
 from ..engine.backend import ALIGNMENT, Backend
 from ..media.dali_images import DaliStopped, ImageBatch, dali_can_take, image_batches
-from ..media.pictures import mask_at_size, write_matte
+from ..media.pictures import write_matte
 from ..models import MODEL_RGB_BYTES
-from .image_jobs import ImageJob, OutputWriters, matte_jobs
+from .image_jobs import ImageJob, OutputWriters, finished_mask, host_masks, matte_jobs
 
 def matte_jobs_with_dali(jobs: list[ImageJob], backend: Backend, cutout: bool, failed: list[tuple[Path, str]],
                          writers: OutputWriters) -> None:
@@ -93,14 +93,15 @@ def _matte_until_stopped(jobs: list[ImageJob], batch_size: int, device_id: int |
 
 
 class _HostMasks:
-    """Masks from a host backend: 320x320 from ``run``, upsized with Pillow as on the Pillow path."""
+    """Masks from a host backend, finished as on the Pillow path."""
 
     def __init__(self, backend: Backend):
         self._backend = backend
 
     def __call__(self, batch: ImageBatch) -> list[Image.Image]:
-        masks = self._backend.run(batch.host_array())
-        return [mask_at_size(mask, (width, height)) for mask, (height, width) in zip(masks, batch.sizes)]
+        sizes = [(width, height) for height, width in batch.sizes]
+        return [finished_mask(mask, size) for mask, size in zip(host_masks(self._backend, batch.host_array(), sizes),
+                                                                 sizes)]
 
     def close(self) -> None:
         pass

@@ -84,6 +84,12 @@ class PrecisionGuard:
         for index in self.due(len(rgb_batch)):
             self.check(rgb_batch[index], masks[index])
 
+    def spot_check_again(self, rgb_batch: np.ndarray, candidate: Backend) -> None:
+        """``spot_check`` for a run whose masks are not 320x320 (upsized on a GPU, or
+        shaped at the frame's size): the frames due are matted again by ``candidate``."""
+        for index in self.due(len(rgb_batch)):
+            self.check(rgb_batch[index], candidate.run(rgb_batch[index:index + 1])[0])
+
     def due(self, frames: int) -> list[int]:
         """Which of the run's next ``frames`` frames (indices into them) to spot-check."""
         now = time.monotonic()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from ..engine.backend import Backend
@@ -98,7 +99,8 @@ def matte_jobs(jobs: list[ImageJob], backend: Backend, cutout: bool, failed: lis
             ready = _collect_decoded(batch, failed, writers.bar)
             if not ready:
                 continue
-            masks = backend.run(np.stack([decoded.model_input for _, decoded in ready]))
+            masks = host_masks(backend, np.stack([decoded.model_input for _, decoded in ready]),
+                               [decoded.size for _, decoded in ready])
             for (job, decoded), mask in zip(ready, masks):
                 writers.submit(_write_output, job.target, mask, decoded)
     finally:
@@ -139,7 +141,21 @@ def _collect_decoded(batch: list[tuple[ImageJob, Future[Decoded]]], failed: list
     return ready
 
 
-def _write_output(target: Path, mask_320: np.ndarray, decoded: Decoded) -> None:
-    write_matte(target, mask_at_size(mask_320, decoded.size), decoded.rgb)
+def host_masks(backend: Backend, rgb_batch: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Each picture's mask for ``finished_mask``: 320x320 (the writer threads upsize it),
+    or from a backend that shapes masks, finished at the picture's size (width, height)
+    by the graph, one picture at a time, since shaping counts output pixels."""
+    if not backend.shapes_masks:
+        return list(backend.run(rgb_batch))
+    return [backend.run_at_size(rgb[None], height, width)[0] for rgb, (width, height) in zip(rgb_batch, sizes)]
+
+
+def finished_mask(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """A ``host_masks`` mask at ``size`` (width, height): rembg's Lanczos upscale of a 320x320 one."""
+    return Image.fromarray(mask) if mask.shape == (size[1], size[0]) else mask_at_size(mask, size)
+
+
+def _write_output(target: Path, mask: np.ndarray, decoded: Decoded) -> None:
+    write_matte(target, finished_mask(mask, decoded.size), decoded.rgb)
 
 

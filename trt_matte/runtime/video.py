@@ -94,25 +94,31 @@ class MatteStages(Protocol):
 
 
 class HostStages:
-    """The portable path: ffmpeg decodes on the host, the backend takes host arrays."""
+    """The portable path: ffmpeg decodes on the host, the backend takes host arrays.
+    Masks go to the encoder at 320x320 (ffmpeg upsizes them), or finished at the frame's
+    size from a backend that shapes masks (shaping counts output pixels)."""
 
-    full_size = False
-
-    def __init__(self, source: Path, time_base: Fraction, backend: Backend, batch_size: int,
+    def __init__(self, source: Path, info: VideoInfo, backend: Backend, batch_size: int,
                  guard: PrecisionGuard | None):
-        self._reader = FrameReader(source, time_base=time_base)
+        self._reader = FrameReader(source, time_base=info.time_base)
         self._backend = backend
         self._batch_size = batch_size
         self._guard = guard
+        self.full_size = backend.shapes_masks
+        self._frame_size = (info.height, info.width)
 
     def batches(self) -> Iterator[np.ndarray]:
         return self._reader.batches(self._batch_size)
 
     def compute(self, batch: np.ndarray) -> np.ndarray:
-        masks = self._backend.run(batch)
-        if self._guard is not None:
-            self._guard.spot_check(batch, masks)
-        return masks
+        if not self.full_size:
+            masks = self._backend.run(batch)
+            if self._guard is not None:
+                self._guard.spot_check(batch, masks)
+            return masks
+        if self._guard is not None:  # the guard compares 320x320 masks: the due frames are matted again
+            self._guard.spot_check_again(batch, self._backend)
+        return self._backend.run_at_size(batch, *self._frame_size)
 
     def masks(self, computed: np.ndarray) -> np.ndarray:
         return computed
@@ -139,7 +145,7 @@ def _stages_for(source: Path, info: VideoInfo, backend: Backend, batch_size: int
     if backend.takes_device_batches:
         from .gpu_video import DeviceStages  # CUDA imports only where a GPU backend runs
         return DeviceStages(source, info, backend, min(batch_size, backend.preferred_batch), announce, guard)
-    return HostStages(source, info.time_base, backend, batch_size, guard)
+    return HostStages(source, info, backend, batch_size, guard)
 
 
 def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_size: int | None = None,
