@@ -222,3 +222,15 @@ def test_a_gpu_run_whose_spot_checks_fail_is_written_again_in_fp32(ffmpeg_exe, g
     cpu = matte_video(source, tmp_path / "cpu.mp4", tiny_backend, progress=False, crf=0)
     assert mean_abs_error(decode_gray(ffmpeg_exe, result.output), decode_gray(ffmpeg_exe, cpu.output)) == 0
     assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4", "cpu.mp4", "out.mp4"]
+
+
+@pytest.mark.skipif(not dali_available(), reason="needs DALI (the test extra installs it)")
+def test_a_part_of_a_vp9_clip_goes_to_ffmpegs_seek_and_matches_the_cpu_path(ffmpeg_exe, fake_gpu, tiny_backend,
+                                                                              tmp_path):
+    """DALI walks the whole file, so a part is decoded by ffmpeg, which seeks to it."""
+    source = make_clip(ffmpeg_exe, tmp_path / "clip.webm", size="160x96", frames=40, codec="libvpx-vp9")
+    gpu, cpu, notes = matte_both_ways(source, fake_gpu(4), tiny_backend, tmp_path, start=0.5, end=1.2)
+    assert gpu.frames == cpu.frames == 17  # 25 fps: frames 13 (0.52 s) to 29 (1.16 s)
+    assert any("only a part of the clip is matted" in note for note in notes)
+    assert_close_mattes(ffmpeg_exe, gpu.output, cpu.output, 17)
+    assert packet_times(gpu.output)[0] == pytest.approx(0.02, abs=1e-6)

@@ -23,6 +23,7 @@ import importlib.util
 import json
 import shutil
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -347,19 +348,22 @@ class Matter:
     def video(self, source: str | Path, output: str | Path | None = None, *, crf: int | None = None,
               audio: bool = True, batch: int | None = None, outputs: Sequence[str] = DEFAULT_OUTPUTS,
               background: str | None = None, smooth: int = 0, probed: VideoInfo | None = None,
-              overwrite: bool = False) -> VideoResult:
+              overwrite: bool = False, start: Fraction | float | None = None,
+              end: Fraction | float | None = None, preview: bool = False) -> VideoResult:
         """Write the matte of a video (default ``<stem>.matte.mp4`` beside it) and/or the other
         ``outputs`` (green, prores, webm, png); outputs that exist are kept unless
         ``overwrite``. ``crf``: the x264 outputs' quality; by default DEFAULT_CRF, or 0
         (lossless) with a hard matte (``threshold`` without ``feather``), which keeps it
-        exactly 0 and 255 and is smaller too. See ``runtime.video.matte_video``."""
+        exactly 0 and 255 and is smaller too. ``start`` and ``end`` (seconds from the first
+        frame) matte only that part, timed from ``start``; ``preview`` a few seconds from the
+        middle, into ``<stem>.preview.<kind>`` outputs. See ``runtime.video.matte_video``."""
         self._hint_own_calibration(Path(source))
         if crf is None:
             crf = LOSSLESS_CRF if self._request.shape.hard else DEFAULT_CRF
         return matte_video(Path(source), None if output is None else Path(output), self.backend, batch_size=batch,
                            progress=self.progress, crf=crf, audio=audio, outputs=outputs, background=background,
                            smooth=smooth, probed=probed, overwrite=overwrite, guard=self._guard(),
-                           announce=self.announce)
+                           start=_exact(start), end=_exact(end), preview=preview, announce=self.announce)
 
     def images(self, folder: str | Path, output: str | Path | None = None, *, recursive: bool = False,
                cutout: bool = False, overwrite: bool = False) -> ImagesReport:
@@ -404,6 +408,11 @@ class Matter:
         if self.backend.shapes_masks:
             return list(self.backend.run_at_size(rgb_batch, height, width))
         return [np.asarray(mask_at_size(mask_320, size)) for mask_320 in self.backend.run(rgb_batch)]
+
+
+def _exact(seconds: Fraction | float | None) -> Fraction | None:
+    """A time as a Fraction; a float by its shortest decimal (1.1 -> 11/10, not 1.1000000000000000888)."""
+    return None if seconds is None else Fraction(seconds if isinstance(seconds, Fraction) else repr(float(seconds)))
 
 
 def _image_from_array(pixels: np.ndarray) -> Image.Image:

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import traceback
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +34,7 @@ from .errors import INTERRUPTED_LINE, MatteError
 from .files import disk_full_line
 from .media.outputs import (DEFAULT_CRF, check_output_paths, existing_outputs, is_format_list, kept_note,
                             output_paths, parse_background, parse_outputs)
+from .media.excerpt import PREVIEW_SECONDS, parse_time, preview_range
 from .media.ffmpeg import ffmpeg_note
 from .media.probe import probe_video
 from .models import DEFAULT_MODEL, MODELS, cache_dir, resolve_model
@@ -54,6 +56,13 @@ def _probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
     return value
+
+
+def _time(text: str) -> Fraction:
+    try:
+        return parse_time(text)
+    except MatteError as bad:
+        raise argparse.ArgumentTypeError(str(bad)) from None
 
 
 def _add_stretch_floor(group: argparse._ActionsContainer) -> None:
@@ -170,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"x264 quality of the matte and green outputs, lower is closer (default: {DEFAULT_CRF}; "
                             "0, lossless, with --threshold and no --feather: exactly 0 and 255, and smaller)")
     video.add_argument("--no-audio", action="store_true", help="leave the source's audio out of the outputs")
+    part = video.add_argument_group("part of the clip", "times in seconds (1.5) or HH:MM:SS.mmm from the first frame")
+    part.add_argument("--start", type=_time, metavar="T", help="matte from T (the outputs start there, at 0)")
+    part.add_argument("--end", type=_time, metavar="T", help="matte up to T (the frame at T is left out)")
+    part.add_argument("--preview", action="store_true",
+                      help=f"matte {float(PREVIEW_SECONDS):g} seconds from the middle into IN.preview.* outputs, "
+                           "to check the settings before a long run")
     video.add_argument("--calibrate-first", action="store_true",
                        help="with --precision int8: calibrate on this video's own frames first (reused when "
                             "made before), then matte it")
@@ -287,20 +302,23 @@ def _run_video(args: argparse.Namespace) -> int:
     # Bad options and a bad input fail before any model work.
     kinds = parse_outputs(args.kinds)
     background = parse_background(args.background, kinds)
-    targets = output_paths(args.input, args.output, kinds)
+    targets = output_paths(args.input, args.output, kinds, args.preview)
     check_output_paths(args.input, targets)
     if existing_outputs(targets, args.overwrite) == targets:  # nothing to do: no model to load
         for path in targets.values():
             _status(args, kept_note(path))
         return 0
     probed = probe_video(args.input)
+    if args.preview:
+        start, end = preview_range(probed)
+        _status(args, f"preview: {float(start):.2f} to {float(end):.2f} s of {args.input.name}")
     if args.calibrate_first:
         _calibrate_on_input(args)
     with _matter(args) as matter:
         started = time.monotonic()
         result = matter.video(args.input, args.output, crf=args.crf, audio=not args.no_audio, batch=args.batch,
                               outputs=kinds, background=background, smooth=args.smooth, probed=probed,
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite, start=args.start, end=args.end, preview=args.preview)
     seconds = time.monotonic() - started
     written = ", ".join(str(path) for path in result.outputs.values())
     _status(args, f"wrote {written} ({result.frames} frames, {result.frames / seconds:.1f} frames/s"

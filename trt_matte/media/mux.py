@@ -25,6 +25,8 @@ QUICKTIME_SUFFIXES = (".mp4", ".m4v", ".mov")
 FALLBACK_AUDIO_CODEC = "aac"
 # Containers whose audio must be re-encoded to something other than AAC.
 FALLBACK_AUDIO_CODECS = {"webm": "libopus"}
+# Source seconds [from, to) of the audio kept; None: all of it.
+AudioWindow = tuple[Fraction, Fraction] | None
 
 
 def _container_options(target: Path, info: VideoInfo) -> dict[str, str]:
@@ -62,17 +64,35 @@ def _stamped_matte(matte: av.container.InputContainer, output: av.container.Outp
     return packets()
 
 
-def _copied_audio(stream: av.AudioStream, source: av.container.InputContainer,
-                  output: av.container.OutputContainer) -> Iterator[tuple[Fraction, av.Packet]]:
+def _copied_audio(stream: av.AudioStream, source: av.container.InputContainer, output: av.container.OutputContainer,
+                  window: AudioWindow) -> Iterator[tuple[Fraction, av.Packet]]:
     out_stream = output.add_stream_from_template(stream)
+    shift = _seek_to_window(source, stream, window)
 
     def packets() -> Iterator[tuple[Fraction, av.Packet]]:
         for packet in source.demux(stream):
             if packet.size == 0 or packet.dts is None:
                 continue
+            if window is not None:
+                starts = (packet.pts if packet.pts is not None else packet.dts) * stream.time_base
+                if starts >= window[1]:
+                    return
+                if starts < window[0]:
+                    continue
+                packet.dts -= shift
+                packet.pts = packet.pts - shift if packet.pts is not None else None
             packet.stream = out_stream
             yield packet.dts * stream.time_base, packet
     return packets()
+
+
+def _seek_to_window(source: av.container.InputContainer, stream: av.AudioStream, window: AudioWindow) -> int:
+    """Seek the audio's demuxer to just before ``window``; returns the timestamp shift (in
+    the stream's time base) that puts the window's start at 0."""
+    if window is None:
+        return 0
+    source.seek(int(window[0] / stream.time_base), stream=stream, backward=True)
+    return round(window[0] / stream.time_base)
 
 
 def _encodable_rate(codec_name: str, rate: int) -> int:
@@ -84,23 +104,34 @@ def _encodable_rate(codec_name: str, rate: int) -> int:
     return min((higher for higher in rates if higher > rate), default=max(rates))
 
 
-def _reencoded_audio(stream: av.AudioStream, source: av.container.InputContainer,
-                     output: av.container.OutputContainer) -> Iterator[tuple[Fraction, av.Packet]]:
+def _reencoded_audio(stream: av.AudioStream, source: av.container.InputContainer, output: av.container.OutputContainer,
+                     window: AudioWindow) -> Iterator[tuple[Fraction, av.Packet]]:
     codec_name = FALLBACK_AUDIO_CODECS.get(output.format.name, FALLBACK_AUDIO_CODEC)
     rate = _encodable_rate(codec_name, stream.rate)
     out_stream = output.add_stream(codec_name, rate=rate, layout=stream.layout.name)
     resampler = av.AudioResampler(format=out_stream.format.name, layout=stream.layout.name, rate=rate)
+    _seek_to_window(source, stream, window)
+
+    def decoded() -> Iterator[av.AudioFrame]:
+        for frame in source.decode(stream):
+            if window is not None:
+                if frame.time is None or frame.time >= window[1]:
+                    return
+                if frame.time < window[0]:
+                    continue
+                frame.pts = None  # the encoder counts the window's samples from 0
+            yield frame
 
     def packets() -> Iterator[tuple[Fraction, av.Packet]]:
-        frames = (resampled for frame in source.decode(stream) for resampled in resampler.resample(frame))
+        frames = (resampled for frame in decoded() for resampled in resampler.resample(frame))
         for frame in [*frames, None]:  # None flushes the encoder
             for packet in out_stream.encode(frame):
                 yield packet.dts * packet.time_base, packet
     return packets()
 
 
-def _audio_streams(audio_from: Path, output: av.container.OutputContainer,
-                  readers: list[av.container.InputContainer]) -> list[Iterator[tuple[Fraction, av.Packet]]]:
+def _audio_streams(audio_from: Path, output: av.container.OutputContainer, readers: list[av.container.InputContainer],
+                   window: AudioWindow) -> list[Iterator[tuple[Fraction, av.Packet]]]:
     """One packet iterator per audio stream, each on a demuxer of its own so the
     streams can be read in step with the matte."""
     with open_container(audio_from) as probe:
@@ -110,7 +141,7 @@ def _audio_streams(audio_from: Path, output: av.container.OutputContainer,
         readers.append(open_container(audio_from))
         stream = readers[-1].streams.audio[position]
         copyable = _container_takes(output.format.name, stream)
-        iterators.append((_copied_audio if copyable else _reencoded_audio)(stream, readers[-1], output))
+        iterators.append((_copied_audio if copyable else _reencoded_audio)(stream, readers[-1], output, window))
     return iterators
 
 
@@ -132,8 +163,11 @@ def _container_takes(format_name: str, stream: av.AudioStream) -> bool:
             pass
 
 
-def write_container(encoded: Path, target: Path, info: VideoInfo, audio_from: Path | None) -> None:
-    """Mux the encoded matte (and the audio of ``audio_from``, if given) into ``target``."""
+def write_container(encoded: Path, target: Path, info: VideoInfo, audio_from: Path | None,
+                    audio_window: AudioWindow = None) -> None:
+    """Mux the encoded matte (and the audio of ``audio_from``, if given) into ``target``.
+    With ``audio_window`` (source seconds [from, to)) only the audio that starts in it is
+    kept, moved so that ``from`` is 0: a part of the source (``media.excerpt``)."""
     readers: list[av.container.InputContainer] = []
     try:
         with open_container(encoded) as matte, \
@@ -141,7 +175,7 @@ def write_container(encoded: Path, target: Path, info: VideoInfo, audio_from: Pa
             same_family = encoded.suffix.lower() in QUICKTIME_SUFFIXES and target.suffix.lower() in QUICKTIME_SUFFIXES
             streams = [_stamped_matte(matte, output, info, keep_codec_tag=same_family)]
             if audio_from:
-                streams += _audio_streams(audio_from, output, readers)
+                streams += _audio_streams(audio_from, output, readers, audio_window)
             # Interleaved by time, so the muxer never buffers a whole stream.
             for _, packet in heapq.merge(*streams, key=lambda timed: timed[0]):
                 output.mux(packet)

@@ -34,10 +34,11 @@ from ..errors import MatteError
 from ..files import atomic_folder, atomic_output, disk_full_error, scratch_path
 from .ffmpeg import local_path
 from .probe import STILL_IMAGE_DEMUXER, VideoInfo, decoded_format, open_container
-from .mux import QUICKTIME_SUFFIXES, write_container
+from .mux import QUICKTIME_SUFFIXES, AudioWindow, write_container
 
 MATTE, GREEN, PRORES, WEBM, PNG = "matte", "green", "prores", "webm", "png"
 DEFAULT_OUTPUTS = (MATTE,)
+PREVIEW_NAME = ".preview"
 MATTE_SUFFIXES = (*QUICKTIME_SUFFIXES, ".mkv")
 # x264 shares the CPU with inference (and is the GPU path's CPU-bound stage): superfast
 # costs about half of veryfast's CPU per 1080p frame, for files ~1.7x larger at the same
@@ -145,15 +146,16 @@ def _background_file(path: Path) -> Background:
 # where each deliverable goes
 
 
-def default_path(source: Path, kind: str) -> Path:
-    return source.with_name(source.stem + DELIVERABLES[kind].name_suffix)
+def default_path(source: Path, kind: str, preview: bool = False) -> Path:
+    return source.with_name(source.stem + PREVIEW_NAME * preview + DELIVERABLES[kind].name_suffix)
 
 
-def output_paths(source: Path, output: Path | None, kinds: tuple[str, ...]) -> dict[str, Path]:
+def output_paths(source: Path, output: Path | None, kinds: tuple[str, ...], preview: bool = False) -> dict[str, Path]:
     """Each deliverable's final path: beside the source by default; in ``output`` when
-    it is a folder (or when several deliverables were asked for); else ``output`` itself."""
+    it is a folder (or when several deliverables were asked for); else ``output`` itself.
+    A ``preview``'s default names say so: ``clip.preview.matte.mp4``."""
     if output is None:
-        return {kind: default_path(source, kind) for kind in kinds}
+        return {kind: default_path(source, kind, preview) for kind in kinds}
     output = Path(output)
     if not output.is_dir():
         if len(kinds) == 1:
@@ -161,7 +163,7 @@ def output_paths(source: Path, output: Path | None, kinds: tuple[str, ...]) -> d
         if output.suffix.lower() in {suffix for kind in kinds for suffix in DELIVERABLES[kind].suffixes}:
             raise MatteError(f"-o {output} names one file, but {len(kinds)} outputs were asked for "
                              f"({', '.join(kinds)}): give a folder")
-    return {kind: output / default_path(source, kind).name for kind in kinds}
+    return {kind: output / default_path(source, kind, preview).name for kind in kinds}
 
 
 def existing_outputs(targets: Mapping[str, Path], overwrite: bool) -> dict[str, Path]:
@@ -271,19 +273,23 @@ def _split(stream: str, copies: list[str]) -> str:
     return f"[{stream}]split={len(copies)}" + "".join(f"[{copy}]" for copy in copies)
 
 
-def _source_chain(info: VideoInfo, source_format: str | None) -> str:
+def _source_chain(info: VideoInfo, source_format: str | None, part: bool) -> str:
     # Rotated sources pass through ffmpeg's autorotate filter, which takes any format:
     # left open, negotiation turned 4:2:0 pictures to 4:4:4 before it, and the 4:2:0
     # branches then went 4:2:0 -> 4:4:4 -> 4:2:0. Pinning the decoded format avoids that.
-    return ",".join([_index_timing(info), *([f"format={source_format}"] if source_format else [])])
+    # A part of the source ends with its last frame, where the file goes on.
+    steps = [_index_timing(info), *([f"trim=end_frame={info.frame_count}"] if part else []),
+             *([f"format={source_format}"] if source_format else [])]
+    return ",".join(steps)
 
 
 def filter_graph(kinds: list[str], info: VideoInfo, background: Background | None,
-                 source_format: str | None = None) -> str:
+                 source_format: str | None = None, part: bool = False) -> str:
+    """``part``: ``info`` lists a part of the source's frames, the first where the source was sought."""
     pictured = [kind for kind in kinds if kind != MATTE]
     chains = [f"[0:v]{_mask_chain(info)}[masks]", _split("masks", [f"mask_{kind}" for kind in kinds])]
     if pictured:
-        chains += [f"[1:v]{_source_chain(info, source_format)}[source]",
+        chains += [f"[1:v]{_source_chain(info, source_format, part)}[source]",
                    _split("source", [f"picture_{kind}" for kind in pictured])]
     chains += [_branch(kind, f"mask_{kind}", f"picture_{kind}", info, background) for kind in kinds]
     return ";".join(chains)
@@ -314,9 +320,11 @@ def _destination(kind: str, path: Path) -> str:
 
 
 def encoder_arguments(destinations: Mapping[str, Path], info: VideoInfo, *, mask_size: str, crf: int,
-                      source: Path | None, background: Background | None) -> list[str]:
+                      source: Path | None, background: Background | None,
+                      source_seek: float | None = None) -> list[str]:
     """ffmpeg arguments that read uint8 masks of ``mask_size`` on stdin and write every
-    deliverable in ``destinations`` (kind -> where the encoder writes it)."""
+    deliverable in ``destinations`` (kind -> where the encoder writes it); the source's
+    pictures start at ``source_seek`` (an input -ss) when given."""
     kinds = list(destinations)
     inputs = ["-f", "rawvideo", "-pix_fmt", "gray", "-s", mask_size, "-framerate", str(info.average_rate),
               "-i", "pipe:0"]
@@ -324,7 +332,8 @@ def encoder_arguments(destinations: Mapping[str, Path], info: VideoInfo, *, mask
     if any(kind != MATTE for kind in kinds):
         if source is None:
             raise ValueError("composites need the source video")
-        inputs += ["-i", local_path(source)]  # autorotated, like the masks
+        seek = [] if source_seek is None else ["-ss", f"{source_seek:.6f}"]
+        inputs += [*seek, "-i", local_path(source)]  # autorotated, like the masks
         source_format = decoded_format(source)
     if GREEN in kinds and background and background.file:
         # A shorter background video loops; a picture is decoded once (the loop filter repeats it).
@@ -333,7 +342,8 @@ def encoder_arguments(destinations: Mapping[str, Path], info: VideoInfo, *, mask
     for kind, path in destinations.items():
         outputs += ["-map", f"[{kind}]", *_codec_arguments(kind, crf), "-fps_mode", "passthrough",
                     _destination(kind, path)]
-    return [*inputs, "-filter_complex", filter_graph(kinds, info, background, source_format), "-y", *outputs]
+    graph = filter_graph(kinds, info, background, source_format, part=source_seek is not None)
+    return [*inputs, "-filter_complex", graph, "-y", *outputs]
 
 
 def encoding_purpose(kinds: Iterable[str]) -> str:
@@ -366,12 +376,14 @@ def staged_outputs(targets: Mapping[str, Path]) -> Iterator[Staging]:
         yield Staging(encoded, partial)
 
 
-def publish(staging: Staging, info: VideoInfo, audio_from: Path | None) -> None:
-    """Stamp every encoded video with the source's frame times (plus audio) and check
-    the PNG sequence; the renames follow when ``staged_outputs`` closes."""
+def publish(staging: Staging, info: VideoInfo, audio_from: Path | None,
+            audio_window: AudioWindow = None) -> None:
+    """Stamp every encoded video with the source's frame times (plus audio, only that of
+    ``audio_window`` when given: see ``mux.write_container``) and check the PNG sequence;
+    the renames follow when ``staged_outputs`` closes."""
     for kind, partial in staging.partial.items():
         try:
-            write_container(staging.encoded[kind], partial, info, audio_from)
+            write_container(staging.encoded[kind], partial, info, audio_from, audio_window)
         except OSError as exc:  # PyAV's errors are OSErrors with the C library's errno
             if exc.errno != errno.ENOSPC:
                 raise

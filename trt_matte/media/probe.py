@@ -29,6 +29,8 @@ class VideoInfo:
     time_base: Fraction
     average_rate: Fraction
     sample_aspect_ratio: Fraction | None
+    # The container's start time in seconds: ffmpeg counts an input -ss from it.
+    container_start: Fraction = Fraction(0)
 
     @property
     def frame_count(self) -> int:
@@ -44,6 +46,13 @@ class VideoInfo:
         durations = _frame_durations(kept_pts, self.frame_durations[indices[-1]], self.time_base,
                                      self.average_rate)
         return replace(self, frame_pts=kept_pts, frame_durations=tuple(durations))
+
+    def seek_seconds(self, index: int) -> float:
+        """ffmpeg's input ``-ss`` that starts decoding at frame ``index``: half-way from the
+        frame before, so rounding never lands on a neighbour (ffmpeg decodes from the
+        keyframe before and drops what precedes the position)."""
+        before = self.frame_pts[index - 1] if index else self.frame_pts[0] - self.frame_durations[0]
+        return max(0.0, float((before + self.frame_pts[index]) / 2 * self.time_base - self.container_start))
 
     def _nearest_frame(self, pts: int) -> int:
         after = bisect.bisect_left(self.frame_pts, pts)
@@ -139,6 +148,7 @@ def probe_video(path: Path) -> VideoInfo:
         average_rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
         times = _presentation_times(_packet_times(container, stream, path), time_base, average_rate)
         indexed = stream.frames
+        container_start = Fraction(container.start_time or 0, av.time_base)
     if not times:
         raise MatteError(f"{path}: the video stream has no frames")
     if indexed > len(times):
@@ -146,7 +156,7 @@ def probe_video(path: Path) -> VideoInfo:
                          f"{len(times)}")
     pts = tuple(frame_pts for frame_pts, _ in times)
     durations = tuple(_frame_durations(pts, times[-1][1], time_base, average_rate))
-    return VideoInfo(width, height, pts, durations, time_base, average_rate, sar)
+    return VideoInfo(width, height, pts, durations, time_base, average_rate, sar, container_start)
 
 
 def _frame_durations(pts: tuple[int, ...], last_duration: int, time_base: Fraction,

@@ -32,6 +32,7 @@ from ..engine.backend import Backend
 from ..errors import MatteError
 from ..media.dali import dali_available
 from ..media.dali_video import DaliFrameReader, unsupported_reason
+from ..media.excerpt import Excerpt
 from ..media.frame_reader import FrameReader
 from ..media.probe import VideoInfo
 from ..models import MODEL_RGB_BYTES, MODEL_SIZE
@@ -69,8 +70,9 @@ class _Computed:
 class DeviceStages:
     full_size = True
 
-    def __init__(self, source: Path, info: VideoInfo, backend: Backend, batch_size: int,
+    def __init__(self, source: Path, part: Excerpt, backend: Backend, batch_size: int,
                  announce: Callable[[str], None], guard: PrecisionGuard | None = None):
+        info = part.frames
         # Both readers deliver display-oriented frames; the engine upsizes to the displayed size.
         backend.check_frame_size(info.height, info.width)  # before DALI and the buffers are set up
         self._backend = backend
@@ -87,25 +89,27 @@ class DeviceStages:
                 self._free.put(_Slot(*(made.enter_context(contextlib.closing(resource)) for resource in (
                     self._cuda.DeviceBuffer(batch_bytes), self._cuda.PinnedBuffer(batch_bytes),
                     self._cuda.Event(), self._cuda.Event()))))
-            self._reader = self._open_reader(source, info, batch_size, announce)
+            self._reader = self._open_reader(source, part, batch_size, announce)
             made.callback(self.stop)
             self._owned = made.pop_all()
 
-    def _open_reader(self, source: Path, info: VideoInfo, batch_size: int,
+    def _open_reader(self, source: Path, part: Excerpt, batch_size: int,
                      announce: Callable[[str], None]) -> DaliFrameReader | FrameReader:
         device_id = self._cuda.dali_device_id()
         reason = None if dali_available() else "DALI is not installed"
+        # DALI's reader walks the whole file; ffmpeg seeks straight to a part.
+        reason = reason or ("only a part of the clip is matted" if part.partial else None)
         # The fake device's DALI runs on the CPU, which takes VP9 but not H.264.
         reason = reason or unsupported_reason(source, device_id)
         if reason is None:
             # A GPU pipeline hands each batch over on the engine's stream: no host wait.
             stream = None if device_id is None else self._backend.stream.address
             try:
-                return DaliFrameReader(source, info.frame_count, batch_size, device_id, cuda_stream=stream)
+                return DaliFrameReader(source, part.frames.frame_count, batch_size, device_id, cuda_stream=stream)
             except MatteError as refused:  # NVDEC or DALI turned the stream down
                 reason = str(refused)
         announce(f"note: {reason}; decoding with ffmpeg on the CPU instead")
-        return FrameReader(source, time_base=info.time_base)
+        return part.frame_reader(source)
 
     def batches(self) -> Iterator[_Batch]:
         if isinstance(self._reader, DaliFrameReader):

@@ -25,6 +25,7 @@ from ..engine.backend import Backend
 from ..errors import MatteError
 from ..files import remove_stale_temporaries
 from ..media.encoder import MatteEncoder
+from ..media.excerpt import Excerpt, excerpt, preview_range
 from ..media.frame_reader import FrameReader
 from ..media.outputs import (DEFAULT_CRF, DEFAULT_OUTPUTS, Background, check_output_paths, existing_outputs,
                              kept_note, output_paths, parse_background, parse_outputs, publish, staged_outputs)
@@ -98,14 +99,14 @@ class HostStages:
     Masks go to the encoder at 320x320 (ffmpeg upsizes them), or finished at the frame's
     size from a backend that shapes masks (shaping counts output pixels)."""
 
-    def __init__(self, source: Path, info: VideoInfo, backend: Backend, batch_size: int,
+    def __init__(self, source: Path, part: Excerpt, backend: Backend, batch_size: int,
                  guard: PrecisionGuard | None):
-        self._reader = FrameReader(source, time_base=info.time_base)
+        self._reader = part.frame_reader(source)
         self._backend = backend
         self._batch_size = batch_size
         self._guard = guard
         self.full_size = backend.shapes_masks
-        self._frame_size = (info.height, info.width)
+        self._frame_size = (part.frames.height, part.frames.width)
 
     def batches(self) -> Iterator[np.ndarray]:
         return self._reader.batches(self._batch_size)
@@ -140,20 +141,20 @@ class HostStages:
         pass  # host arrays only: the garbage collector frees them
 
 
-def _stages_for(source: Path, info: VideoInfo, backend: Backend, batch_size: int,
+def _stages_for(source: Path, part: Excerpt, backend: Backend, batch_size: int,
                 announce: Callable[[str], None], guard: PrecisionGuard | None) -> MatteStages:
     if backend.takes_device_batches:
         from .gpu_video import DeviceStages  # CUDA imports only where a GPU backend runs
-        return DeviceStages(source, info, backend, min(batch_size, backend.preferred_batch), announce, guard)
-    return HostStages(source, info, backend, batch_size, guard)
+        return DeviceStages(source, part, backend, min(batch_size, backend.preferred_batch), announce, guard)
+    return HostStages(source, part, backend, batch_size, guard)
 
 
 def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_size: int | None = None,
                 progress: bool = True, crf: int = DEFAULT_CRF, audio: bool = True,
                 outputs: Sequence[str] = DEFAULT_OUTPUTS, background: str | Background | None = None,
                 smooth: int = 0, probed: VideoInfo | None = None, overwrite: bool = False,
-                guard: PrecisionGuard | None = None,
-                announce: Callable[[str], None] = lambda message: None) -> VideoResult:
+                guard: PrecisionGuard | None = None, start: Fraction | None = None, end: Fraction | None = None,
+                preview: bool = False, announce: Callable[[str], None] = lambda message: None) -> VideoResult:
     """Write the matte of ``source`` (and/or the other ``outputs``: green, prores, webm,
     png) beside it or to ``output`` (a file for one deliverable, else a folder), with the
     source's audio unless ``audio`` is False. ``background`` is the green output's:
@@ -163,12 +164,16 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
     probing walks every packet of the file. An output that exists already is kept (and
     said so) unless ``overwrite``. ``guard`` checks a reduced-precision ``backend``
     against FP32 before and during the run, and falls back to FP32 below the gate
-    (``runtime.guard``)."""
+    (``runtime.guard``). ``start`` and ``end`` (seconds from the first frame) matte only
+    the frames from ``start`` up to ``end``, timed from ``start`` (``media.excerpt``);
+    ``preview`` mattes a few seconds from the middle instead, into outputs named as previews."""
+    if preview and (start is not None or end is not None):
+        raise MatteError("a preview picks its own seconds from the middle: leave out --start and --end")
     source = Path(source)
     kinds = parse_outputs(outputs)
     if not isinstance(background, Background):
         background = parse_background(background, kinds)
-    targets = output_paths(source, output, kinds)
+    targets = output_paths(source, output, kinds, preview)
     check_output_paths(source, targets)
     kept = existing_outputs(targets, overwrite)
     for path in kept.values():
@@ -177,23 +182,24 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
     if not written:
         return VideoResult(targets[kinds[0]], 0, None, {}, kept)
     info = probed or probe_video(source)
+    part = excerpt(info, *(preview_range(info) if preview else (start, end)))
     remove_stale_temporaries((target.parent for target in written.values()), announce)
     smoother = MaskSmoother(smooth)  # checks the strength before any process or buffer exists
-    if guard is not None and not guard.holds_before_writing(backend, _spread_frames(source, info)):
+    if guard is not None and not guard.holds_before_writing(backend, _spread_frames(source, part.frames)):
         backend, guard = guard.reference, None
     try:
         with staged_outputs(written) as staging:
-            stages = _stages_for(source, info, backend, batch_size or backend.preferred_batch, announce, guard)
-            delivered = _encode(source, staging.encoded, info, stages, progress, crf, background, smoother)
-            publish(staging, delivered, source if audio else None)
+            stages = _stages_for(source, part, backend, batch_size or backend.preferred_batch, announce, guard)
+            delivered = _encode(source, staging.encoded, part, stages, progress, crf, background, smoother)
+            publish(staging, part.output_timing(delivered), source if audio else None, part.audio_window)
     except GuardTripped as tripped:
         announce(f"{tripped}: writing the outputs again in FP32")
         return matte_video(source, output, guard.reference, batch_size=batch_size, progress=progress, crf=crf,
                            audio=audio, outputs=outputs, background=background, smooth=smooth, probed=info,
-                           overwrite=overwrite, announce=announce)
+                           overwrite=overwrite, start=start, end=end, preview=preview, announce=announce)
     check = guard.accuracy() if guard is not None else None
-    return VideoResult(targets[kinds[0]], delivered.frame_count, delivered, written, kept,
-                       skipped=info.frame_count - delivered.frame_count, concealed=stages.concealed,
+    return VideoResult(targets[kinds[0]], delivered.frame_count, part.output_timing(delivered), written, kept,
+                       skipped=part.frames.frame_count - delivered.frame_count, concealed=stages.concealed,
                        precision=backend.precision, precision_check=check,
                        checked_frames=guard.checked_frames if guard is not None else 0,
                        low_confidence_frames=guard.low_confidence_frames if guard is not None else 0)
@@ -205,8 +211,7 @@ def _spread_frames(source: Path, info: VideoInfo) -> np.ndarray:
     clip), so a long clip is not decoded twice."""
     frames = []
     for number in spread_frame_numbers(info.frame_count):
-        seconds = float((info.frame_pts[number] - info.frame_pts[0]) * info.time_base)
-        reader = FrameReader(source, seek_seconds=seconds, max_frames=1)
+        reader = FrameReader(source, seek_seconds=info.seek_seconds(number), max_frames=1)
         try:
             frames.extend(reader.batches(1))
         except MatteError:
@@ -216,13 +221,14 @@ def _spread_frames(source: Path, info: VideoInfo) -> np.ndarray:
     return np.concatenate(frames) if frames else np.empty((0, MODEL_SIZE, MODEL_SIZE, 3), np.uint8)
 
 
-def _encode(source: Path, destinations: Mapping[str, Path], info: VideoInfo, stages: MatteStages, progress: bool,
+def _encode(source: Path, destinations: Mapping[str, Path], part: Excerpt, stages: MatteStages, progress: bool,
             crf: int, background: Background | None, smoother: MaskSmoother) -> VideoInfo:
-    """Run the stages into the encoder; this function owns ``stages`` from here on.
-    Returns the timing of the frames encoded: ``info``'s, less those ffmpeg skipped as damaged."""
+    """Run the stages into the encoder; this function owns ``stages`` from here on. Returns
+    the source timing of the frames encoded: the part's, less those ffmpeg skipped as damaged."""
+    info = part.frames
     try:
         encoder = MatteEncoder(destinations, info, crf, full_size=stages.full_size, source=source,
-                               background=background)
+                               background=background, source_seek=part.seek_seconds)
     except BaseException:
         stages.stop()
         stages.release()  # no thread was started: nothing else holds the memory

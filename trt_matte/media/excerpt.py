@@ -1,0 +1,99 @@
+"""A part of a video (``--start``/``--end``, ``--preview``): which source frames it holds,
+where ffmpeg seeks to reach the first, and how the outputs' times relate to the source's.
+
+Times are counted from the first video frame, as players show them. The part holds the
+frames whose time t satisfies start <= t < end, each with its own timestamp less the
+part's start, so variable frame rates survive and the first output frame sits where it
+sat after the cut point. Both decoders of a run (frames for the network, pictures for
+the composites) seek to the same position, and the decoded timestamps are checked
+against the ones listed here. The audio kept is what plays from the start to the end of
+the part (copied packets, so to within one audio packet, ~21 ms for AAC).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+
+from ..errors import MatteError
+from .frame_reader import FrameReader
+from .probe import VideoInfo
+
+# --preview: this many seconds from the middle of the clip.
+PREVIEW_SECONDS = Fraction(4)
+_CLOCK = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?|\.\d+)$")
+
+
+def parse_time(text: str) -> Fraction:
+    """Seconds (``90``, ``1.5``) or a clock time (``01:30``, ``1:02:03.500``), exactly."""
+    match = _CLOCK.match(text.strip())
+    if not match:
+        raise MatteError(f"not a time: {text!r} (seconds, or HH:MM:SS.mmm)")
+    first, second, seconds = match.groups()
+    hours, minutes = (first, second) if second is not None else (None, first)
+    return Fraction(int(hours or 0) * 3600 + int(minutes or 0) * 60) + Fraction(seconds)
+
+
+@dataclass(frozen=True)
+class Excerpt:
+    frames: VideoInfo  # the frames of the part, with the source's own timestamps
+    seek_seconds: float | None  # ffmpeg's input -ss reaching its first frame; None: from the file's start
+    shift: int  # subtracted from every video timestamp in the outputs (time_base units)
+    # Source seconds [from, to) of audio kept, shifted alike; None: all of it, unshifted.
+    audio_window: tuple[Fraction, Fraction] | None
+
+    @property
+    def partial(self) -> bool:
+        return self.audio_window is not None
+
+    def frame_reader(self, source: Path) -> FrameReader:
+        """ffmpeg decoding the part's frames at 320x320, each with its source timestamp."""
+        return FrameReader(source, time_base=self.frames.time_base, seek_seconds=self.seek_seconds,
+                           max_frames=self.frames.frame_count if self.partial else None)
+
+    def output_timing(self, delivered: VideoInfo) -> VideoInfo:
+        """The outputs' timing for the frames delivered (``frames`` less any skipped)."""
+        return replace(delivered, frame_pts=tuple(pts - self.shift for pts in delivered.frame_pts))
+
+
+def whole(info: VideoInfo) -> Excerpt:
+    return Excerpt(info, None, 0, None)
+
+
+def excerpt(info: VideoInfo, start: Fraction | None, end: Fraction | None) -> Excerpt:
+    """The frames of ``info`` from ``start`` to ``end`` seconds (None: the clip's own ends);
+    a one-line MatteError when the range is empty or holds no frame."""
+    if start is None and end is None:
+        return whole(info)
+    first_time = info.frame_pts[0] * info.time_base
+    start = start or Fraction(0)
+    if end is not None and end <= start:
+        raise MatteError(f"--end {float(end):g} is not after --start {float(start):g}")
+    kept = [index for index, pts in enumerate(info.frame_pts)
+            if start <= pts * info.time_base - first_time and (end is None or pts * info.time_base - first_time < end)]
+    if not kept:
+        raise MatteError(f"no frame lies from {float(start):g} s to {_seconds(end)}: the clip's frames run from 0 to "
+                         f"{float(_duration(info)):.3f} s")
+    frames = replace(info, frame_pts=info.frame_pts[kept[0]:kept[-1] + 1],
+                     frame_durations=info.frame_durations[kept[0]:kept[-1] + 1])
+    last_end = (frames.frame_pts[-1] + frames.frame_durations[-1]) * info.time_base
+    audio_end = last_end if end is None else min(first_time + end, last_end)
+    return Excerpt(frames, info.seek_seconds(kept[0]) if kept[0] else None,
+                   shift=round((first_time + start) / info.time_base),
+                   audio_window=(first_time + start, audio_end))
+
+
+def preview_range(info: VideoInfo) -> tuple[Fraction, Fraction]:
+    """``PREVIEW_SECONDS`` from the middle of the clip (all of a shorter one)."""
+    duration = _duration(info)
+    start = max(Fraction(0), (duration - PREVIEW_SECONDS) / 2)
+    return start, start + PREVIEW_SECONDS
+
+
+def _duration(info: VideoInfo) -> Fraction:
+    return (info.frame_pts[-1] + info.frame_durations[-1] - info.frame_pts[0]) * info.time_base
+
+
+def _seconds(end: Fraction | None) -> str:
+    return "the end" if end is None else f"{float(end):g} s"
