@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, decode_gray, decode_rgb, mask_iou, mean_abs_error, rembg_mask
+from conftest import REPO_ROOT, decode_gray, decode_rgb, gpu_visible, mask_iou, mean_abs_error, rembg_mask
 from trt_matte import Matter, MatteError
 
 
@@ -96,3 +96,35 @@ def test_leaving_a_matter_frees_the_backend_unless_a_stage_is_stuck(tiny_model, 
             monkeypatch.setattr(matter.backend, "close", lambda: closes.append("closed under a stuck thread"))
             raise StagesStuck("the writer did not stop")
     assert closes == ["closed"]  # its memory stays for the process exit to free
+
+
+@pytest.mark.parametrize("text, parsed", [("auto", ("auto", None)), ("cpu", ("cpu", None)), ("cuda", ("cuda", None)),
+                                          ("cuda:0", ("cuda", 0)), ("cuda:12", ("cuda", 12))])
+def test_devices_as_users_write_them(text, parsed):
+    from trt_matte.api import parse_device
+    assert parse_device(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["gpu", "cuda:", "cuda:one", "cpu:0", "cuda:-1", "cuda:1:2"])
+def test_other_devices_are_one_line(text):
+    from trt_matte.api import parse_device
+    with pytest.raises(MatteError, match="--device takes auto, cpu, cuda or cuda:N"):
+        parse_device(text)
+
+
+def test_a_gpu_that_is_not_there_is_named_with_those_that_are(monkeypatch):
+    from trt_matte import api
+    monkeypatch.setattr(api, "gpu_names", lambda: ["NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    api.check_gpu(1)
+    with pytest.raises(MatteError) as missing:
+        api.check_gpu(2)
+    assert str(missing.value) == ("there is no GPU cuda:2 here: CUDA sees cuda:0 (NVIDIA A100-SXM4-40GB), "
+                                  "cuda:1 (NVIDIA H100 80GB HBM3) (CUDA_VISIBLE_DEVICES=2,5)")
+
+
+@pytest.mark.skipif(gpu_visible(), reason="a GPU is here: cuda:7 might exist")
+def test_asking_for_a_gpu_on_a_machine_without_one_is_one_line_before_any_model(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with pytest.raises(MatteError, match=r"^there is no GPU cuda:7 here: CUDA sees no GPU$"):
+        Matter(tmp_path / "never-read.onnx", device="cuda:7")

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import (U2NETP, decode_gray, decoded_times, make_clip, packet_times, wait_for_child,
+from conftest import (U2NETP, decode_gray, decoded_times, gpu_visible, make_clip, packet_times, wait_for_child,
                       with_damaged_frames)
 
 CLI = [sys.executable, "-m", "trt_matte"]
@@ -699,12 +699,27 @@ def test_sigterm_mid_run_cleans_up_like_ctrl_c(long_run, tmp_path):
     (["build", "--max-size", "8193"], "--max-size"),
     (["build", "--max-batch", "257"], "--max-batch"),
     (["video", "clip.mp4", "--precision", "fp8"], "--precision"),
+    (["video", "clip.mp4", "--device", "gpu1"], "--device"),
+    (["images", "photos", "--device", "cuda:one"], "--device"),
+    (["build", "--device", "cuda:"], "--device"),
+    (["video", "clip.mp4", "--threshold", "256"], "--threshold"),
+    (["images", "photos", "--erode", "65"], "--erode"),
+    (["batch", "photos", "--feather", "-1"], "--feather"),
+    (["video", "clip.mp4", "--start", "1:2:3:4"], "--start"),
 ], ids=lambda value: " ".join(value) if isinstance(value, list) else value)
 def test_out_of_range_options_are_refused_before_any_work(args, option, tmp_path):
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert stderr_lines(result)[-1].startswith(f"trt-matte {args[0]}: error: argument {option}")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(gpu_visible(), reason="a GPU is here: cuda:7 might exist")
+def test_a_gpu_that_is_not_there_is_one_line(assets, tiny_model, tmp_path):
+    result = run_cli(["video", str(assets["mp4"]), "--model", str(tiny_model), "--device", "cuda:7"], cwd=tmp_path)
+    assert result.returncode == 1 and stderr_lines(result) == [
+        f"{ERROR_PREFIX} there is no GPU cuda:7 here: CUDA sees no GPU"]
     assert os.listdir(tmp_path) == []
 
 
@@ -750,19 +765,25 @@ def test_build_passes_its_limits_overwrite_and_force_to_the_engine_builder(monke
         gates.append(accept_below_gate)
         return model_path
 
+    selected: list[int] = []
     monkeypatch.setattr(api, "require_tensorrt_gpu", lambda: None)
     monkeypatch.setattr(api, "ensure_engine", ensure_engine)
     monkeypatch.setattr(api, "network_for", network_for)
+    monkeypatch.setattr(api.cuda, "use_device", selected.append)
+    monkeypatch.setattr(api, "gpu_names", lambda: ["GPU A", "GPU B"])
     assert cli.main(["build", "--model", str(tiny_model), "--max-size", "8192", "--max-batch", "4"]) == 0
-    assert cli.main(["build", "--model", str(tiny_model), "--overwrite", "-q"]) == 0
+    assert cli.main(["build", "--model", str(tiny_model), "--overwrite", "-q", "--device", "cuda:1"]) == 0
     assert cli.main(["build", "--model", str(tiny_model), "--precision", "int8", "--force", "-q"]) == 0
+    assert cli.main(["build", "--model", str(tiny_model), "-q", "--device", "cuda:2"]) == 1  # only two GPUs
+    assert selected == [0, 1, 0]  # the engine is built on the GPU asked for
     (first, first_rebuild), (second, second_rebuild), (third, third_rebuild) = calls
     assert (first.max_frame_side, first.max_batch, first.precision, first_rebuild) == (8192, 4, "fp16", False)
     assert (second.max_frame_side, second.max_batch, second_rebuild) == (4096, 16, True)
     assert (third.precision, third_rebuild) == ("int8", False)
     assert gates == [False, False, True]
     assert first.network_path == tiny_model
-    assert "already built" in capsys.readouterr().err
+    errors = capsys.readouterr().err
+    assert "already built" in errors and "there is no GPU cuda:2 here: CUDA sees cuda:0 (GPU A), cuda:1 (GPU B)" in errors
 
 
 def test_int8_gate_through_the_cli(ffmpeg_exe, tiny_conv_model, tmp_path):

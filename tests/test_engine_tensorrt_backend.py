@@ -30,9 +30,11 @@ class GraphExecutionContext:
         contexts.append(self)
         self._session = open_session(engine_path, [CPU_PROVIDER], threads=None)
         self.closed = 0
+        self.device = fake_cuda.current_device()  # an engine runs on the GPU it was loaded on
 
     def enqueue(self, shapes, addresses, stream_address):
         assert stream_address and all(address % 256 == 0 for address in addresses.values())
+        assert fake_cuda.current_device() == self.device, "enqueued from a thread on another GPU"
         batch, frame = shapes[INPUT_NAME], shapes[FRAME_SHAPE_NAME]
         assert frame[0] == 0, "frame_shape must be the empty [0,H,W] tensor"
         fake_cuda.view(addresses[FRAME_SHAPE_NAME], (1,))  # at least one byte behind the address
@@ -44,16 +46,20 @@ class GraphExecutionContext:
         self.closed += 1
 
 
-@pytest.fixture
-def backend(monkeypatch, tiny_model, cache_home):
+@pytest.fixture(params=[0, 1], ids=["gpu0", "gpu1"])
+def backend(request, monkeypatch, tiny_model, cache_home):
+    """On each of the fake device's two GPUs: on the second, every call from the
+    pipeline's threads must select it first (the fake raises WrongDevice otherwise)."""
     monkeypatch.setattr(tensorrt_backend, "ExecutionContext", GraphExecutionContext)
     monkeypatch.setattr(TensorRTBackend, "cuda", fake_cuda)
     before = fake_cuda.live_allocations()
     made = TensorRTBackend(matte_graph_path(tiny_model, cache_home, upsize=True), max_batch=4, max_frame_side=400,
-                           batch=3)
+                           batch=3, gpu_index=request.param)
+    fake_cuda.use_device(0)  # the test's own thread starts elsewhere, as a user's thread may
     yield made
     made.close()
     made.close()  # idempotent
+    fake_cuda.use_device(0)
     assert fake_cuda.live_allocations() == before
 
 
@@ -90,6 +96,23 @@ def test_the_video_pipeline_on_it_matches_the_cpu_matte(backend, tiny_backend, f
     gpu = matte_video(source, tmp_path / "gpu.mp4", backend, progress=False, crf=0)
     cpu = matte_video(source, tmp_path / "cpu.mp4", tiny_backend, progress=False, crf=0)
     assert mean_abs_error(decode_gray(ffmpeg_exe, gpu.output), decode_gray(ffmpeg_exe, cpu.output)) <= 3.0
+
+
+def test_the_start_up_line_names_the_gpu(backend):
+    assert backend.describe("u2netp") == (f"backend tensorrt on cuda:{backend.gpu_index} "
+                                          f"(fake GPU {backend.gpu_index} (host memory)), model u2netp, fp32")
+
+
+def test_a_stream_used_from_a_thread_on_another_gpu_is_caught():
+    """What the GPU-1 runs above rely on: the fake notices work queued off the current GPU."""
+    fake_cuda.use_device(1)
+    stream, buffer = fake_cuda.Stream(), fake_cuda.DeviceBuffer(16)
+    fake_cuda.use_device(0)
+    try:
+        with pytest.raises(fake_cuda.WrongDevice):
+            fake_cuda.copy_async(buffer.address, buffer.address, 16, "cudaMemcpyDeviceToDevice", stream)
+    finally:
+        buffer.close()
 
 
 def test_close_releases_the_execution_context_too(backend):

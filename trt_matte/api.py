@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
 import shutil
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -39,7 +40,8 @@ from .build_engine.tensorrt_build import (DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_S
 from .calibration.calibrate import DEFAULT_FRAMES
 from .calibration.calibrate import calibrate as calibrate_model
 from .calibration.store import CalibrationReport, current_calibration, load_report, network_for
-from .cuda import gpu_count
+from . import cuda
+from .cuda import gpu_count, gpu_names
 from .engine.backend import Backend
 from .engine.onnxruntime_backend import OnnxRuntimeBackend
 from .errors import MatteError
@@ -69,6 +71,7 @@ OPENVINO_FLAVOUR = "cpu"
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "openvino")
 # auto: FP16 on TensorRT, FP32 on ONNX Runtime and OpenVINO (whose CPU FP16 is slower, or bf16).
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
+# "cuda:N" picks the N-th GPU CUDA sees (``parse_device``).
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 # x264's lossless setting: a hard matte's default (carphone thresholded: 71 KB at crf 0,
@@ -90,6 +93,8 @@ class BackendRequest:
     backend: str = "auto"
     device: str = "auto"
     threads: int | None = None
+    # The CUDA device (CUDA_VISIBLE_DEVICES numbering) from --device cuda:N; None: the first.
+    gpu: int | None = None
     # TensorRT: the engine's largest batch (its profile); None keeps the default.
     max_batch: int | None = None
     announce: Callable[[str], None] = lambda message: None
@@ -105,6 +110,25 @@ class BackendRequest:
     shape: MaskShape = NO_SHAPING
 
 
+def parse_device(text: str) -> tuple[str, int | None]:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` -> (device kind, GPU index or None)."""
+    kind, colon, index = text.partition(":")
+    if kind not in DEVICE_CHOICES or (colon and (kind != "cuda" or not index.isdigit())):
+        raise MatteError(f"--device takes auto, cpu, cuda or cuda:N (N = 0, 1, ...), not {text!r}")
+    return kind, int(index) if colon else None
+
+
+def check_gpu(index: int) -> None:
+    """A one-line MatteError naming the GPUs there are, when CUDA sees no GPU ``index``."""
+    names = gpu_names()
+    if index < len(names):
+        return
+    seen = ", ".join(f"cuda:{number} ({name})" for number, name in enumerate(names)) or "no GPU"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    limited = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+    raise MatteError(f"there is no GPU cuda:{index} here: CUDA sees {seen}{limited}")
+
+
 def open_backend(request: BackendRequest) -> Backend:
     """Pick and open a backend.
 
@@ -116,6 +140,8 @@ def open_backend(request: BackendRequest) -> Backend:
             or request.precision not in PRECISION_CHOICES):
         raise ValueError(f"unknown backend {request.backend!r}, device {request.device!r} "
                          f"or precision {request.precision!r}")
+    if request.gpu is not None:
+        check_gpu(request.gpu)
     chosen = _chosen_backend(request.backend, request.device)
     opener = {"tensorrt": _open_tensorrt, "openvino": _open_openvino, "onnxruntime": _open_onnxruntime}[chosen]
     backend = opener(request)
@@ -181,12 +207,13 @@ def _open_onnxruntime(request: BackendRequest) -> Backend:
     network = network_for(request.model_path, request.cache_dir, precision, "cpu", model_label=request.model_label,
                           accept_below_gate=request.accept_below_gate)
     graph = _host_graph(network, request, precision)
-    backend = OnnxRuntimeBackend(graph, device=request.device, threads=request.threads)
+    gpu = request.gpu or 0
+    backend = OnnxRuntimeBackend(graph, device=request.device, threads=request.threads, gpu_index=gpu)
     if backend.device == "cuda" and gpu_pipeline_available():
         from .engine.onnxruntime_cuda import OnnxRuntimeCudaBackend  # cuda-python only where it runs
         upsizing = matte_graph_path(network, request.cache_dir, precision, upsize=True,
                                     stretch_floor=request.stretch_floor, shape=request.shape)
-        return OnnxRuntimeCudaBackend(graph, upsizing, threads=request.threads)
+        return OnnxRuntimeCudaBackend(graph, upsizing, threads=request.threads, gpu_index=gpu)
     return backend
 
 
@@ -219,6 +246,8 @@ def _open_tensorrt(request: BackendRequest) -> Backend:
     from .engine.tensorrt_backend import TensorRTBackend  # cuda-python only where it runs
 
     check_explicit_tensorrt("tensorrt", request.device)
+    gpu = request.gpu or 0
+    cuda.use_device(gpu)  # the engine is built for, and loaded on, this GPU
     precision = _resolved_precision(request.precision, tensorrt=True)
     network = network_for(request.model_path, request.cache_dir, precision, "tensorrt",
                           model_label=request.model_label, accept_below_gate=request.accept_below_gate)
@@ -226,12 +255,12 @@ def _open_tensorrt(request: BackendRequest) -> Backend:
                                  stretch_floor=request.stretch_floor, shape=request.shape)
     cached, spec = ensure_engine(build_request, request.cache_dir, announce=request.announce)
     try:
-        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, build_request.max_batch)
+        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, build_request.max_batch, gpu)
     except StaleEngine as stale:
         request.announce(f"{stale}; rebuilding it")
         EngineCache(request.cache_dir).discard(spec)
         cached, spec = ensure_engine(build_request, request.cache_dir, rebuild=True, announce=request.announce)
-        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, build_request.max_batch)
+        return TensorRTBackend(cached.path, spec.max_batch, spec.max_frame_side, build_request.max_batch, gpu)
 
 
 # ---------------------------------------------------------------------------------------
@@ -240,12 +269,18 @@ def _open_tensorrt(request: BackendRequest) -> Backend:
 
 def build(model: str | Path | None = None, *, precision: str = "fp16", max_batch: int = DEFAULT_MAX_BATCH,
           max_frame_side: int = DEFAULT_MAX_FRAME_SIDE, overwrite: bool = False, accept_below_gate: bool = False,
-          stretch_floor: float = 0.0,
+          stretch_floor: float = 0.0, device: str = "cuda",
           progress: bool = False, announce: Callable[[str], None] = lambda message: None
           ) -> tuple[CachedEngine, EngineSpec, str]:
-    """The TensorRT engine for ``model`` on this GPU, built unless a cached one fits (or
-    ``overwrite``): (the cached engine, its spec, the model's label)."""
+    """The TensorRT engine for ``model`` on this GPU (``device``: cuda or cuda:N), built
+    unless a cached one fits (or ``overwrite``): (the cached engine, its spec, the model's label)."""
+    kind, gpu = parse_device(device)
+    if kind == "cpu":
+        raise MatteError("a TensorRT engine is built on a GPU: --device cuda or cuda:N")
     require_tensorrt_gpu()  # before a model download that would be wasted
+    if gpu is not None:
+        check_gpu(gpu)
+    cuda.use_device(gpu or 0)
     with _cache_held():
         resolved = resolve_model(None if model is None else str(model), progress=progress)
         network = network_for(resolved.path, cache_dir(), precision, "tensorrt", model_label=resolved.label,
@@ -281,17 +316,21 @@ class Matter:
         the gate. ``stretch_floor`` F > 0 divides each frame's output by at least F instead
         of its own range: frames without a subject stay dark (see README, "Empty frames").
         ``threshold`` (1..255: a hard matte), ``erode``, ``dilate`` and ``feather`` (pixels)
-        shape every mask at its output size, in the graph (``MaskShape``); 0 leaves them out."""
+        shape every mask at its output size, in the graph (``MaskShape``); 0 leaves them out.
+        ``device``: auto, cpu, cuda, or cuda:N for the N-th GPU CUDA sees."""
         shape = MaskShape(threshold, erode, dilate, feather)  # bad values fail before any loading
+        device, gpu = parse_device(device)
         check_explicit_tensorrt(backend, device)  # before a model download that would go unused
         check_explicit_openvino(backend, device)
+        if gpu is not None:
+            check_gpu(gpu)
         self._cache_hold = CacheInUse(cache_dir())  # released by close()
         try:
             resolved = resolve_model(None if model is None else str(model), progress=progress)
             self.model_label = resolved.label
             self.progress = progress
             self.announce = announce
-            self._request = BackendRequest(resolved.path, cache_dir(), backend, device, threads, max_batch=batch,
+            self._request = BackendRequest(resolved.path, cache_dir(), backend, device, threads, gpu, max_batch=batch,
                                            announce=announce, precision=precision, model_label=resolved.label,
                                            accept_below_gate=force, stretch_floor=stretch_floor, shape=shape)
             self.backend: Backend = open_backend(self._request)

@@ -22,8 +22,8 @@ import argparse_addons
 
 from .version import __version__
 from .accuracy import GATE
-from .api import (BACKEND_CHOICES, CACHE_CONTENTS, CACHE_FOLDERS, DEVICE_CHOICES, PRECISION_CHOICES, Matter, build,
-                  cache_entries, calibrate, clean_cache)
+from .api import (BACKEND_CHOICES, CACHE_CONTENTS, CACHE_FOLDERS, PRECISION_CHOICES, Matter, build, cache_entries,
+                  calibrate, clean_cache, parse_device)
 from .batch.cluster import RayOptions, run_on_ray
 from .batch.local import DEFAULT_BATCH_DIR, DONE, SKIPPED, run_batch
 from .batch.plan import listed_paths, plan_batch
@@ -58,6 +58,14 @@ def _probability(text: str) -> float:
     return value
 
 
+def _device(text: str) -> str:
+    try:
+        parse_device(text)
+    except MatteError as bad:
+        raise argparse.ArgumentTypeError(str(bad)) from None
+    return text
+
+
 def _time(text: str) -> Fraction:
     try:
         return parse_time(text)
@@ -78,8 +86,9 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                        help="inference backend (default: auto: TensorRT on an NVIDIA GPU, else OpenVINO on "
                             "the CPU where installed, else ONNX Runtime)")
-    group.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
-                       help="auto picks CUDA when the backend can use it, else the CPU (default: auto)")
+    group.add_argument("--device", type=_device, default="auto", metavar="auto|cpu|cuda|cuda:N",
+                       help="auto picks CUDA when the backend can use it, else the CPU; cuda:N the N-th GPU "
+                            "CUDA sees, after CUDA_VISIBLE_DEVICES (default: auto)")
     group.add_argument("--threads", type=argparse_addons.Integer(1, 1024), metavar="N",
                        help="CPU inference threads (default: the runtime's choice, one per core)")
     group.add_argument("--batch", type=argparse_addons.Integer(1, 1024), metavar="N",
@@ -140,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="PIXELS", help=f"largest frame side, up to {MAX_FRAME_SIDE_LIMIT} "
                                               f"(default: {DEFAULT_MAX_FRAME_SIDE})")
     _add_stretch_floor(build)
+    build.add_argument("--device", type=_device, default="cuda", metavar="cuda|cuda:N",
+                       help="the GPU to build for: the N-th CUDA sees, after CUDA_VISIBLE_DEVICES (default: cuda:0)")
     build.add_argument("--overwrite", action="store_true", help="build again even when a cached engine fits")
     build.add_argument("--force", action="store_true",
                        help=f"with int8, accept a calibration below {GATE} against FP32")
@@ -273,7 +284,7 @@ def _matter(args: argparse.Namespace, progress: bool | None = None) -> Matter:
 def _run_build(args: argparse.Namespace) -> int:
     cached, spec, label = build(args.model, precision=args.precision, max_batch=args.max_batch,
                                 max_frame_side=args.max_size, overwrite=args.overwrite, accept_below_gate=args.force,
-                                stretch_floor=args.stretch_floor,
+                                stretch_floor=args.stretch_floor, device=args.device,
                                 progress=not args.quiet, announce=lambda line: _status(args, line))
     if not cached.fresh:
         _status(args, f"already built for {label} on {spec.gpu.name}: {cached.path} (--overwrite builds again)")
@@ -360,6 +371,9 @@ def _run_batch(args: argparse.Namespace) -> int:
         raise MatteError("name the videos, images or folders to matte (or --from-list FILE)")
     items = plan_batch(inputs, args.output, args.recursive)  # bad inputs fail before the model loads
     if args.ray or args.ray_address:
+        if parse_device(args.device)[1] is not None:
+            raise MatteError(f"--device {args.device} picks a GPU of this machine; under Ray each worker is given "
+                             "its own GPU (leave --device out, or say cuda)")
         # The workers load the model; the driver only names it (fetching it once if needed).
         options = _batch_options(args, resolve_model(args.model).label)
         report = run_on_ray(items, args.output, _matter_options(args), options,

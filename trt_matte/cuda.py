@@ -53,9 +53,21 @@ def current_device() -> int:
     return check(runtime_api().cudaGetDevice(), "reading the current GPU")
 
 
-def dali_device_id() -> int:
+def use_device(index: int) -> None:
+    """Send this thread's CUDA calls to GPU ``index`` (numbered as CUDA_VISIBLE_DEVICES
+    leaves them). The current device is per thread, so a GPU backend calls this on every
+    entry: the pipeline's threads then reach its GPU whichever thread they are."""
+    check(runtime_api().cudaSetDevice(index), f"selecting GPU cuda:{index}")
+
+
+def gpu_names() -> list[str]:
+    """The name of every GPU CUDA sees, in its numbering."""
+    return [device_name_and_capability(index)[0] for index in range(gpu_count())]
+
+
+def dali_device_id(index: int) -> int:
     """The device_id DALI pipelines run on: the GPU the engine runs on."""
-    return current_device()
+    return index
 
 
 def device_name_and_capability(device: int | None = None) -> tuple[str, str]:

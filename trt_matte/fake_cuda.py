@@ -5,6 +5,8 @@ stream runs its work in order at once (a copy is done when ``copy_async`` return
 events are always complete. What it adds is a ledger of every allocation: a copy that
 touches memory after it was freed raises ``UseAfterFree`` instead of corrupting the
 process, and ``live_allocations()`` tells a test whether a run released everything.
+It has two GPUs, the current one kept per thread as CUDA keeps it, and queuing work on
+a stream of a GPU other than the thread's current one raises ``WrongDevice``.
 Addresses outside the ledger (a DALI CPU batch) are the caller's own and pass.
 """
 from __future__ import annotations
@@ -22,6 +24,9 @@ _lock = threading.RLock()  # reentrant: a garbage collection inside a locked blo
 _live: dict[int, int] = {}  # address -> bytes
 _freed: dict[int, int] = {}
 _handles = itertools.count(1)
+# Two GPUs, so a test can run on the second; the current one is per thread, as CUDA's is.
+FAKE_GPUS = 2
+_thread = threading.local()
 
 
 class UseAfterFree(AssertionError):
@@ -56,26 +61,47 @@ def view(address: int, shape: tuple[int, ...]) -> np.ndarray:
     return np.ctypeslib.as_array(ctypes.cast(ctypes.c_void_p(address), ctypes.POINTER(ctypes.c_ubyte)), shape)
 
 
+class WrongDevice(AssertionError):
+    """Work queued on another GPU's stream than this thread's current one: a call that
+    forgot to select its backend's GPU (``use_device``)."""
+
+
 def gpu_count() -> int:
-    return 1
+    return FAKE_GPUS
 
 
 def current_device() -> int:
-    return 0
+    return getattr(_thread, "device", 0)
 
 
-def dali_device_id() -> None:
+def use_device(index: int) -> None:
+    if not 0 <= index < FAKE_GPUS:
+        raise ValueError(f"the fake device has GPUs 0 to {FAKE_GPUS - 1}, not {index}")
+    _thread.device = index
+
+
+def gpu_names() -> list[str]:
+    return [device_name_and_capability(index)[0] for index in range(FAKE_GPUS)]
+
+
+def dali_device_id(index: int) -> None:
     """DALI runs its CPU pipeline: its batches are host memory, as this "device's" are."""
     return None
 
 
 def device_name_and_capability(device: int | None = None) -> tuple[str, str]:
-    return "fake GPU (host memory)", "0.0"
+    return f"fake GPU {current_device() if device is None else device} (host memory)", "0.0"
+
+
+def _check_current(stream: Stream) -> None:
+    if stream.device != current_device():
+        raise WrongDevice(f"work queued on GPU {stream.device}'s stream while GPU {current_device()} is current")
 
 
 class Stream:
     def __init__(self):
         self.handle: int | None = next(_handles)
+        self.device = current_device()
 
     @property
     def address(self) -> int:
@@ -98,6 +124,7 @@ class Event:
     def record(self, stream: Stream) -> None:
         if stream.handle is None or self.handle is None:
             raise ValueError("recording a closed event or on a closed stream")
+        _check_current(stream)
 
     def synchronize(self) -> None:
         if self.handle is None:
@@ -147,6 +174,7 @@ def copy_async(destination: int, source: int, nbytes: int, kind_name: str, strea
         raise ValueError(f"unknown copy kind {kind_name}")
     if stream.handle is None:
         raise UseAfterFree("copying on a destroyed stream")
+    _check_current(stream)
     check_range(destination, nbytes)
     check_range(source, nbytes)
     ctypes.memmove(destination, source, nbytes)

@@ -34,7 +34,12 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
 
 
-def open_session(graph_path: Path, providers: list[str], threads: int | None) -> ort.InferenceSession:
+def cuda_providers(gpu_index: int) -> list:
+    """ONNX Runtime's CUDA provider on that GPU, with the CPU for what it leaves."""
+    return [(CUDA_PROVIDER, {"device_id": str(gpu_index)}), CPU_PROVIDER]
+
+
+def open_session(graph_path: Path, providers: list, threads: int | None) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(str(graph_path), session_options(threads), providers=providers,
                                     disabled_optimizers=DISABLED_OPTIMIZERS)
@@ -62,12 +67,12 @@ def preload_cuda_libraries() -> None:
         pass
 
 
-def cuda_session(graph_path: Path, threads: int | None) -> ort.InferenceSession:
+def cuda_session(graph_path: Path, threads: int | None, gpu_index: int = 0) -> ort.InferenceSession:
     if CUDA_PROVIDER not in ort.get_available_providers():
         raise MatteError("--device cuda needs onnxruntime-gpu (pip uninstall onnxruntime && pip install onnxruntime-gpu); "
                          "the installed onnxruntime has no CUDA provider")
     preload_cuda_libraries()
-    session = open_session(graph_path, [CUDA_PROVIDER, CPU_PROVIDER], threads)
+    session = open_session(graph_path, cuda_providers(gpu_index), threads)
     # ORT quietly drops a provider it cannot initialise (no driver, no GPU): check.
     if session.get_providers()[0] != CUDA_PROVIDER:
         raise MatteError("ONNX Runtime's CUDA provider is installed but could not start "

@@ -41,6 +41,8 @@ class Backend(abc.ABC):
     # Backends that take device batches: the CUDA adapter the GPU stages allocate and copy
     # with (``trt_matte.cuda``, or its host twin ``trt_matte.fake_cuda`` in the tests).
     cuda: ModuleType | None = None
+    # The CUDA device a GPU backend runs on (CUDA_VISIBLE_DEVICES numbering); None on the CPU.
+    gpu_index: int | None = None
     # Masks are shaped in the graph (threshold, erode, ...): deliver ``run_at_size``'s.
     shapes_masks: bool = False
 
@@ -73,8 +75,17 @@ class Backend(abc.ABC):
                              "pixels a side; run 'trt-matte build --max-size N' with a larger N")
 
     def device_label(self) -> str:
-        """The device as the start-up line names it."""
-        return self.device
+        """The device as the start-up line names it: ``cuda:1 (NVIDIA H100 80GB HBM3)``."""
+        if self.gpu_index is None:
+            return self.device
+        name = f" ({self.cuda.device_name_and_capability(self.gpu_index)[0]})" if self.cuda is not None else ""
+        return f"cuda:{self.gpu_index}{name}"
+
+    def use_gpu(self) -> None:
+        """Make the backend's GPU this thread's CUDA device: CUDA keeps the current device
+        per thread, and the pipelines call a backend from threads of their own."""
+        if self.gpu_index is not None and self.cuda is not None:
+            self.cuda.use_device(self.gpu_index)
 
     def describe(self, model_label: str) -> str:
         return f"backend {self.name} on {self.device_label()}, model {model_label}, {self.precision}"

@@ -8,7 +8,7 @@ import onnxruntime as ort
 
 from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, OUTPUT_NAME, PEAK_NAME, frame_shape_input
 from ..models import MODEL_SIZE
-from ..onnxruntime_sessions import (CPU_PROVIDER, CUDA_PROVIDER, cuda_session, open_session,
+from ..onnxruntime_sessions import (CPU_PROVIDER, CUDA_PROVIDER, cuda_providers, cuda_session, open_session,
                                     preload_cuda_libraries)
 from .backend import Backend
 
@@ -21,16 +21,18 @@ CUDA_BATCH = 16
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, graph_path: Path, device: str = "auto", threads: int | None = None):
+    def __init__(self, graph_path: Path, device: str = "auto", threads: int | None = None, gpu_index: int = 0):
+        """``gpu_index``: the CUDA device, where the session runs on one."""
         if device == "cuda":
-            self._session = cuda_session(graph_path, threads)
+            self._session = cuda_session(graph_path, threads, gpu_index)
         elif device == "auto" and CUDA_PROVIDER in ort.get_available_providers():
             preload_cuda_libraries()
-            self._session = open_session(graph_path, [CUDA_PROVIDER, CPU_PROVIDER], threads)
+            self._session = open_session(graph_path, cuda_providers(gpu_index), threads)
         else:
             self._session = open_session(graph_path, [CPU_PROVIDER], threads)
         on_cuda = self._session.get_providers()[0] == CUDA_PROVIDER
         self.device = "cuda" if on_cuda else "cpu"
+        self.gpu_index = gpu_index if on_cuda else None
         self.preferred_batch = CUDA_BATCH if on_cuda else CPU_BATCH
         self._upsizes = FRAME_SHAPE_NAME in {graph_input.name for graph_input in self._session.get_inputs()}
 

@@ -17,7 +17,7 @@ from .. import cuda
 from ..cuda import DeviceBuffer, Stream
 from ..errors import MatteError
 from ..models import MODEL_RGB_BYTES, MODEL_SIZE
-from ..onnxruntime_sessions import CUDA_PROVIDER, open_session
+from ..onnxruntime_sessions import cuda_providers, open_session
 from .backend import EMPTY_TENSOR_BYTES, upload_batch
 from .onnxruntime_backend import OnnxRuntimeBackend
 
@@ -26,11 +26,12 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
     takes_device_batches = True
     cuda = cuda
 
-    def __init__(self, graph_path: Path, upsize_graph_path: Path, threads: int | None = None):
+    def __init__(self, graph_path: Path, upsize_graph_path: Path, threads: int | None = None, gpu_index: int = 0):
         """With mask shaping both graphs are the one shaping upsizing graph: one session."""
-        super().__init__(graph_path, device="cuda", threads=threads)
+        super().__init__(graph_path, device="cuda", threads=threads, gpu_index=gpu_index)
         self._upsizing = self._session if upsize_graph_path == graph_path else \
-            open_session(upsize_graph_path, [CUDA_PROVIDER], threads)
+            open_session(upsize_graph_path, cuda_providers(gpu_index), threads)
+        self.use_gpu()
         with contextlib.ExitStack() as made:  # a failed allocation releases what came before
             self.stream = made.enter_context(contextlib.closing(Stream()))
             self._input = made.enter_context(contextlib.closing(DeviceBuffer(self.preferred_batch * MODEL_RGB_BYTES)))
@@ -38,6 +39,7 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
             made.pop_all()
 
     def upload(self, rgb_batch: np.ndarray) -> int:
+        self.use_gpu()
         address = upload_batch(cuda, self._input, rgb_batch, self.stream)
         self.stream.synchronize()  # ONNX Runtime reads on its own stream
         return address
@@ -45,12 +47,14 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
     def enqueue(self, rgb_address: int, batch: int, height: int, width: int, output_address: int) -> None:
         # ONNX Runtime runs on a stream of its own: whatever was queued on ours (DALI hands
         # its batches over there) must be done before it reads the batch.
+        self.use_gpu()
         self.stream.synchronize()
         binding = self._upsizing.io_binding()
-        binding.bind_input(INPUT_NAME, "cuda", 0, np.uint8, [batch, MODEL_SIZE, MODEL_SIZE, 3], rgb_address)
-        binding.bind_input(FRAME_SHAPE_NAME, "cuda", 0, np.uint8, list(frame_shape_dims(height, width)),
+        gpu = self.gpu_index
+        binding.bind_input(INPUT_NAME, "cuda", gpu, np.uint8, [batch, MODEL_SIZE, MODEL_SIZE, 3], rgb_address)
+        binding.bind_input(FRAME_SHAPE_NAME, "cuda", gpu, np.uint8, list(frame_shape_dims(height, width)),
                            self._frame_shape.address)
-        binding.bind_output(OUTPUT_NAME, "cuda", 0, np.uint8, [batch, height, width], output_address)
+        binding.bind_output(OUTPUT_NAME, "cuda", gpu, np.uint8, [batch, height, width], output_address)
         try:
             self._upsizing.run_with_iobinding(binding)
         except Exception as exc:  # ORT's own exception types
@@ -58,6 +62,7 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
 
     def close(self) -> None:
         """Free the device buffers and the stream; safe to call more than once."""
+        self.use_gpu()
         self.stream.synchronize()
         for buffer in (self._input, self._frame_shape):
             buffer.close()

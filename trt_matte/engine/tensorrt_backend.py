@@ -24,11 +24,15 @@ class TensorRTBackend(Backend):
     takes_device_batches = True
     cuda = cuda  # the adapter all its device calls go through (the tests swap in fake_cuda)
 
-    def __init__(self, engine_path: Path, max_batch: int, max_frame_side: int, batch: int | None = None):
+    def __init__(self, engine_path: Path, max_batch: int, max_frame_side: int, batch: int | None = None,
+                 gpu_index: int = 0):
         """``max_batch`` and ``max_frame_side`` are the engine's profile limits; ``batch``
-        (at most ``max_batch``, which is the default) is how many frames to send at once."""
+        (at most ``max_batch``, which is the default) is how many frames to send at once;
+        ``gpu_index`` the CUDA device the engine was built for and runs on."""
         self.preferred_batch = min(batch or max_batch, max_batch)
         self.max_frame_side = max_frame_side
+        self.gpu_index = gpu_index
+        self.use_gpu()
         # Whatever was made before a failure is released, in reverse order.
         with contextlib.ExitStack() as made:
             self._engine = made.enter_context(contextlib.closing(
@@ -45,6 +49,7 @@ class TensorRTBackend(Backend):
         """Queue mattes for ``batch`` frames at ``rgb_address`` (uint8 [N,320,320,3] on the GPU)
         into ``output_address`` (uint8 [N,height,width]) on ``self.stream``; does not wait."""
         self.check_frame_size(height, width)
+        self.use_gpu()
         rgb_address = aligned_input(self.cuda, rgb_address, batch * MODEL_RGB_BYTES, self._input, self.stream)
         self._engine.enqueue(
             {INPUT_NAME: (batch, MODEL_SIZE, MODEL_SIZE, 3), FRAME_SHAPE_NAME: frame_shape_dims(height, width)},
@@ -53,6 +58,7 @@ class TensorRTBackend(Backend):
 
     def upload(self, rgb_batch: np.ndarray) -> int:
         """Copy a host batch into the engine's input buffer; returns its device address."""
+        self.use_gpu()
         return upload_batch(self.cuda, self._input, rgb_batch, self.stream)
 
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
@@ -80,5 +86,6 @@ class TensorRTBackend(Backend):
     def close(self) -> None:
         """Wait for queued work, then free the buffers, the stream, the context and the
         engine; safe to call more than once."""
+        self.use_gpu()
         self.stream.synchronize()
         self._owned.close()

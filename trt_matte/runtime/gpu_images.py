@@ -55,7 +55,7 @@ def matte_jobs_with_dali(jobs: list[ImageJob], backend: Backend, cutout: bool, f
     matte_jobs(for_pillow, backend, cutout, failed, writers)
     on_gpu = backend.takes_device_batches
     masks = _DeviceMasks(backend) if on_gpu else _HostMasks(backend)
-    device_id = backend.cuda.dali_device_id() if on_gpu else None
+    device_id = backend.cuda.dali_device_id(backend.gpu_index) if on_gpu else None
     try:
         while for_dali:
             handed_over, suspects = _matte_until_stopped(for_dali, backend.preferred_batch, device_id,
@@ -142,6 +142,7 @@ class _DeviceMasks:
 
     def __call__(self, batch: ImageBatch) -> list[Image.Image]:
         runs, nbytes = _runs(batch.sizes)
+        self._backend.use_gpu()  # the buffers are made on its GPU
         self._reserve(nbytes)
         for run in runs:
             self._backend.enqueue(batch.rgb.data_ptr() + run.first * MODEL_RGB_BYTES, run.count, run.height, run.width,

@@ -75,6 +75,7 @@ class DeviceStages:
         info = part.frames
         # Both readers deliver display-oriented frames; the engine upsizes to the displayed size.
         backend.check_frame_size(info.height, info.width)  # before DALI and the buffers are set up
+        backend.use_gpu()  # the buffers and streams below are made on its GPU
         self._backend = backend
         self._guard = guard
         self._cuda = backend.cuda
@@ -95,7 +96,7 @@ class DeviceStages:
 
     def _open_reader(self, source: Path, part: Excerpt, batch_size: int,
                      announce: Callable[[str], None]) -> DaliFrameReader | FrameReader:
-        device_id = self._cuda.dali_device_id()
+        device_id = self._cuda.dali_device_id(self._backend.gpu_index)
         reason = None if dali_available() else "DALI is not installed"
         # DALI's reader walks the whole file; ffmpeg seeks straight to a part.
         reason = reason or ("only a part of the clip is matted" if part.partial else None)
@@ -178,6 +179,7 @@ class DeviceStages:
 
     def release(self) -> None:
         # Work still queued may read a DALI batch or write a slot: wait for it first.
+        self._backend.use_gpu()
         try:
             self._backend.stream.synchronize()
             self._copy_stream.synchronize()
