@@ -115,3 +115,23 @@ def test_onnxruntime_cuda_on_the_device_pipeline(u2netp_path, cache_home, ffmpeg
     assert backend.takes_device_batches
     result = matte_video(carphone_path, tmp_path / "ort.mp4", backend, progress=False)
     assert len(decode_gray(ffmpeg_exe, result.output)) == 120
+
+
+def test_device_cuda_n_names_the_gpu_and_refuses_one_past_the_last(tiny_model):
+    """--device cuda:N on real CUDA: the last GPU CUDA sees runs and is named at start-up;
+    one past it is the one-line error naming those that are."""
+    import onnxruntime as ort
+
+    from trt_matte import Matter, MatteError
+    from trt_matte.cuda import gpu_names
+    from trt_matte.onnxruntime_sessions import CUDA_PROVIDER
+    from trt_matte.tensorrt_api import tensorrt_available
+    if not tensorrt_available() and CUDA_PROVIDER not in ort.get_available_providers():
+        pytest.skip("needs TensorRT or onnxruntime-gpu")
+    names = gpu_names()
+    last = len(names) - 1
+    with Matter(tiny_model, device=f"cuda:{last}") as matter:
+        assert f"cuda:{last} ({names[last]})" in matter.describe()
+        assert matter.mask(np.zeros((48, 64, 3), np.uint8)).shape == (48, 64)
+    with pytest.raises(MatteError, match=rf"there is no GPU cuda:{last + 1} here: CUDA sees cuda:0 \("):
+        Matter(tiny_model, device=f"cuda:{last + 1}")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import cuda
 from ..errors import MatteError
 
 
@@ -78,7 +79,10 @@ class Backend(abc.ABC):
         """The device as the start-up line names it: ``cuda:1 (NVIDIA H100 80GB HBM3)``."""
         if self.gpu_index is None:
             return self.device
-        name = f" ({self.cuda.device_name_and_capability(self.gpu_index)[0]})" if self.cuda is not None else ""
+        try:  # ONNX Runtime's own CUDA runs without cuda-python, which names the GPU
+            name = f" ({(self.cuda or cuda).device_name_and_capability(self.gpu_index)[0]})"
+        except MatteError:
+            name = ""
         return f"cuda:{self.gpu_index}{name}"
 
     def use_gpu(self) -> None:
