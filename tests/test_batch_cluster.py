@@ -166,3 +166,37 @@ def test_a_model_the_workers_cannot_load_is_one_line(cluster_address, shoot, tmp
                            "--ray-address", cluster_address], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"trt-matte: error: {bad} is not an ONNX model (DecodeError)"]
+
+
+def test_split_over_two_nodes_equals_the_unsplit_run(ffmpeg_exe, cluster_address, matter_options, tiny_model,
+                                                     tmp_path):
+    """--split: a VFR clip with audio cut at keyframes over both nodes' workers, joined:
+    the same masks (smoothing across the cuts included), timestamps and audio as one run."""
+    import av
+    from conftest import packet_times
+    from trt_matte.batch.split import plan_segments
+    from trt_matte.media.probe import probe_video
+
+    vfr = "settb=1/1000,setpts='(if(lt(N,20),N*0.04,0.8+(N-20)*0.02))/TB'"
+    video = make_clip(ffmpeg_exe, tmp_path / "video.mp4", size="96x64", frames=300,
+                      extra_output=["-vf", vfr, "-fps_mode", "passthrough", "-enc_time_base", "1:1000", "-g", "25"])
+    source = tmp_path / "take.mkv"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-i", str(video), "-f", "lavfi", "-i", "sine=duration=7",
+                    "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-shortest", str(source)], check=True)
+    assert len(plan_segments(source, probe_video(source), workers=2)) == 4
+    options = {**OPTIONS, "crf": 0, "smooth": 1}
+    out = tmp_path / "split"
+    report = run_on_ray(plan_batch([source], out, recursive=False), out, matter_options, options,
+                        RayOptions(cluster_address, None), progress=False, split=True)
+    assert [outcome.status for outcome in report.outcomes.values()] == [DONE]
+    assert sorted(os.listdir(out)) == ["take.matte.mp4", "trt-matte-batch.json"]  # no scratch left
+    with Matter(tiny_model, backend="onnxruntime", device="cpu") as matter:
+        single = matter.video(source, tmp_path / "single.mp4", crf=0, smooth=1).output
+    joined = out / "take.matte.mp4"
+    assert (decode_gray(ffmpeg_exe, joined) == decode_gray(ffmpeg_exe, single)).all()
+    assert packet_times(joined) == packet_times(single) and len(packet_times(joined)) == 300
+
+    def audio(path):
+        with av.open(str(path)) as container:
+            return [packet.pts for packet in container.demux(container.streams.audio[0]) if packet.size]
+    assert audio(joined) == audio(single) and audio(joined)

@@ -55,6 +55,7 @@ from .onnxruntime_sessions import CUDA_PROVIDER
 from .runtime.guard import PrecisionGuard
 from .runtime.image_jobs import ImageJob
 from .runtime.images import ImagesReport, matte_image_jobs, process_images
+from .runtime.segments import Segment, join_segments, matte_segment
 from .runtime.stages import StagesStuck
 from .runtime.video import VideoResult, matte_video
 from .tensorrt_api import StaleEngine, tensorrt_available
@@ -397,12 +398,25 @@ class Matter:
         frame) matte only that part, timed from ``start``; ``preview`` a few seconds from the
         middle, into ``<stem>.preview.<kind>`` outputs. See ``runtime.video.matte_video``."""
         self._hint_own_calibration(Path(source))
-        if crf is None:
-            crf = LOSSLESS_CRF if self._request.shape.hard else DEFAULT_CRF
         return matte_video(Path(source), None if output is None else Path(output), self.backend, batch_size=batch,
-                           progress=self.progress, crf=crf, audio=audio, outputs=outputs, background=background,
+                           progress=self.progress, crf=self._crf(crf), audio=audio, outputs=outputs, background=background,
                            smooth=smooth, probed=probed, overwrite=overwrite, guard=self._guard(),
                            start=_exact(start), end=_exact(end), preview=preview, announce=self.announce)
+
+    def _crf(self, crf: int | None) -> int:
+        return crf if crf is not None else LOSSLESS_CRF if self._request.shape.hard else DEFAULT_CRF
+
+    def segment(self, source: Path, target: Path, first: int, count: int, info: VideoInfo | None = None) -> Segment:
+        """A split run's share: the masks of frames ``first`` to ``first + count - 1`` of
+        ``source`` into the mask file ``target`` (``runtime.segments``)."""
+        return matte_segment(Path(source), Path(target), self.backend, first, count, info=info, guard=self._guard(),
+                             announce=self.announce)
+
+    def join(self, source: Path, target: Path, segments: list[Segment], *, crf: int | None = None,
+             audio: bool = True, smooth: int = 0, info: VideoInfo | None = None) -> VideoInfo:
+        """The matte of ``source`` from its segments' masks, as ``video`` would write it."""
+        return join_segments(Path(source), Path(target), segments, crf=self._crf(crf), audio=audio, smooth=smooth,
+                             info=info)
 
     def images(self, folder: str | Path, output: str | Path | None = None, *, recursive: bool = False,
                cutout: bool = False, overwrite: bool = False) -> ImagesReport:

@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="spread the files over a Ray cluster (RAY_ADDRESS, else a Ray of this machine's own); "
                             "pip install 'trt-matte[ray]'")
     batch.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster to use (implies --ray)")
+    batch.add_argument("--split", action="store_true",
+                       help="with --ray: cut each video at keyframes and matte the pieces on several workers at "
+                            "once; the output is the one a single worker writes")
     _add_engine_options(batch)
     _add_shaping_options(batch)
 
@@ -378,8 +381,10 @@ def _run_batch(args: argparse.Namespace) -> int:
         options = _batch_options(args, resolve_model(args.model).label)
         report = run_on_ray(items, args.output, _matter_options(args), options,
                             RayOptions(args.ray_address, args.threads), overwrite=args.overwrite,
-                            progress=not args.quiet, announce=lambda line: _status(args, line))
+                            progress=not args.quiet, split=args.split, announce=lambda line: _status(args, line))
     else:
+        if args.split:
+            raise MatteError("--split spreads each video over Ray workers: add --ray (or --ray-address)")
         with _matter(args, progress=False) as matter:
             report = run_batch(items, args.output, matter, _batch_options(args, matter.model_label),
                                overwrite=args.overwrite, progress=not args.quiet)

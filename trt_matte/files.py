@@ -227,6 +227,15 @@ def scratch_path(beside: Path, suffix: str) -> Iterator[Path]:
         _remove_file(path)
 
 
+def scratch_folder(beside: Path) -> Path:
+    """A new hidden folder beside ``beside`` for intermediate files that outlive one
+    function (a split video's segments); the caller removes it. Named as this process's,
+    so ``remove_stale_temporaries`` removes it once the process is gone."""
+    path = _temporary_name(Path(beside).with_suffix(""), "scratch")
+    path.mkdir(parents=True)
+    return path
+
+
 def atomic_write_bytes(final_path: Path, data: bytes) -> None:
     with atomic_output(final_path) as temp_path:
         temp_path.write_bytes(data)

@@ -15,6 +15,7 @@ output folder must be on a filesystem every node sees, by the same paths.
 """
 from __future__ import annotations
 
+import collections
 import os
 import sys
 from dataclasses import dataclass
@@ -22,8 +23,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MatteError
+from ..files import DiskFull
+from ..media.probe import probe_video
 from .local import FAILED, BatchReport, Outcome, Throughput, matte_group, prepare, progress_bar, task_groups
-from .plan import BatchItem
+from .plan import VIDEO, BatchItem
+from .split import Job, Outcomes, SplitVideo, plan_segments
 
 # Images per task: enough for batched inference, few enough to spread over the workers.
 IMAGES_PER_TASK = 32
@@ -65,7 +69,30 @@ def _worker_class(ray: Any) -> Any:
             with tqdm(disable=True) as bar:
                 return matte_group(group, output_dir, self._matter, options, bar)
 
+        def matte_segment(self, source: Path, target: Path, first: int, count: int, info: Any) -> Any:
+            """A split video's segment (``runtime.segments.Segment``), or why it failed."""
+            return _or_reason(lambda: self._matter.segment(source, target, first, count, info))
+
+        def join(self, source: Path, target: Path, segments: list, options: dict[str, Any], info: Any) -> Any:
+            """A split video's output from its segments: the frames written, or why it failed."""
+            return _or_reason(lambda: self._matter.join(source, target, segments, crf=options["crf"],
+                                                        audio=options["audio"], smooth=options["smooth"],
+                                                        info=info).frame_count)
+
     return MatteWorker
+
+
+def _or_reason(work: Callable[[], Any]) -> Any:
+    """``work()``'s result, or its one-line reason when it fails; a full disk is raised,
+    since every output after it would fail the same way."""
+    try:
+        return work()
+    except DiskFull:
+        raise
+    except MatteError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"{exc.filename or 'the output folder'}: {exc.strerror or exc}"
 
 
 def _import_ray(address: str | None) -> Any:
@@ -106,9 +133,10 @@ def _worker_count(ray: Any, settings: RayOptions) -> tuple[int, dict[str, float]
 
 
 def run_on_ray(items: list[BatchItem], output_dir: Path, matter_options: dict[str, Any], options: dict[str, Any],
-               settings: RayOptions, *, overwrite: bool = False, progress: bool = True,
+               settings: RayOptions, *, overwrite: bool = False, progress: bool = True, split: bool = False,
                announce: Callable[[str], None] = lambda message: None) -> BatchReport:
-    """``local.run_batch`` with the groups spread over a Ray cluster's actors."""
+    """``local.run_batch`` with the groups spread over a Ray cluster's actors; with
+    ``split`` each video is cut into segments matted by several actors (``split``)."""
     address = settings.address or os.environ.get("RAY_ADDRESS")
     ray = _import_ray(address)
     report, todo = prepare(items, output_dir, options, overwrite)
@@ -121,8 +149,8 @@ def run_on_ray(items: list[BatchItem], output_dir: Path, matter_options: dict[st
         worker = _worker_class(ray).options(**resources)
         actors = [worker.remote(matter_options) for _ in range(count)]
         announce(f"{count} Ray worker(s); the first: {_first_result(ray, actors[0].describe.remote())}")
-        _drive(ray, lambda: worker.remote(matter_options), actors, task_groups(todo, IMAGES_PER_TASK), output_dir,
-               options, report, todo, progress)
+        _drive(ray, lambda: worker.remote(matter_options), actors, todo, output_dir, options, report, progress,
+               count if split else 0)
     finally:
         ray.shutdown()
     report.save()
@@ -140,35 +168,72 @@ def _first_result(ray: Any, task: Any) -> Any:
         raise
 
 
-def _drive(ray: Any, make_actor: Callable[[], Any], actors: list, groups: list[list[BatchItem]], output_dir: Path,
-           options: dict[str, Any], report: BatchReport, todo: list[BatchItem], progress: bool) -> None:
-    """Hand groups to idle actors, at most IN_FLIGHT_PER_WORKER each, and record each
-    result as it comes in. A group whose worker died more often than Ray restarts it
-    fails with that reason, and a fresh worker takes the dead one's place."""
-    pending = list(reversed(groups))
-    running: dict[Any, tuple[Any, list[BatchItem]]] = {}  # task -> (actor, group)
+def _group_job(group: list[BatchItem], output_dir: Path, options: dict[str, Any]) -> Job:
+    def lost(reason: str) -> Outcomes:
+        return [(item.name, Outcome(str(item.source), item.kind, FAILED, options, reason)) for item in group]
+    return Job(lambda actor: actor.matte.remote(group, output_dir, options), lambda outcomes: outcomes, lost)
+
+
+def _jobs(todo: list[BatchItem], output_dir: Path, options: dict[str, Any], split_over: int,
+          queue: Callable[[Job], None], report: BatchReport, splits: list[SplitVideo]) -> list[Job]:
+    """The groups' jobs, and with ``split_over`` workers each video's segments' jobs (a
+    video that cannot be probed fails here, with the reason; one too short to cut runs whole)."""
+    jobs = []
+    for group in task_groups(todo, IMAGES_PER_TASK):
+        item = group[0]
+        if not split_over or item.kind != VIDEO:
+            jobs.append(_group_job(group, output_dir, options))
+            continue
+        try:
+            info = probe_video(item.source)
+            bounds = plan_segments(item.source, info, split_over)
+        except MatteError as exc:
+            report.outcomes[item.name] = Outcome(str(item.source), item.kind, FAILED, options, str(exc))
+            continue
+        if len(bounds) == 1:
+            jobs.append(_group_job(group, output_dir, options))
+            continue
+        splits.append(SplitVideo(item, output_dir, options, info, bounds, queue))
+        jobs += splits[-1].segment_jobs()
+    return jobs
+
+
+def _drive(ray: Any, make_actor: Callable[[], Any], actors: list, todo: list[BatchItem], output_dir: Path,
+           options: dict[str, Any], report: BatchReport, progress: bool, split_over: int) -> None:
+    """Hand jobs to idle actors, at most IN_FLIGHT_PER_WORKER each, and record each result
+    as it comes in; a join is handed out before any job queued earlier. A job whose
+    worker died more often than Ray restarts it fails with that reason, and a fresh
+    worker takes the dead one's place."""
+    pending: collections.deque[Job] = collections.deque()
+    splits: list[SplitVideo] = []
+    pending.extend(_jobs(todo, output_dir, options, split_over, pending.appendleft, report, splits))
+    running: dict[Any, tuple[Any, Job]] = {}  # task -> (actor, job)
     load = {actor: 0 for actor in actors}
     throughput = Throughput()
     with progress_bar(todo, progress) as bar:
-        while pending or running:
-            for actor in list(load):
-                while pending and load[actor] < IN_FLIGHT_PER_WORKER:
-                    group = pending.pop()
-                    running[actor.matte.remote(group, output_dir, options)] = (actor, group)
-                    load[actor] += 1
-            (finished,), _ = ray.wait(list(running), num_returns=1)
-            actor, group = running.pop(finished)
-            load[actor] -= 1
-            try:
-                outcomes = _first_result(ray, finished)  # a full disk stops the batch
-            except ray.exceptions.RayActorError:
-                outcomes = [(item.name, Outcome(str(item.source), item.kind, FAILED, options,
-                                                f"its worker process died {RESTARTS + 1} times on it"))
-                            for item in group]
-                if actor in load and not load[actor]:
-                    del load[actor]
-                    load[make_actor()] = 0
-            report.outcomes.update(outcomes)
-            report.save()
-            bar.update(len(outcomes))
-            bar.set_postfix_str(throughput.add(outcomes))
+        try:
+            bar.update(sum(item.name in report.outcomes for item in todo))  # failed before they started
+            while pending or running:
+                for actor in list(load):
+                    while pending and load[actor] < IN_FLIGHT_PER_WORKER:
+                        job = pending.popleft()
+                        running[job.start(actor)] = (actor, job)
+                        load[actor] += 1
+                (finished,), _ = ray.wait(list(running), num_returns=1)
+                actor, job = running.pop(finished)
+                load[actor] -= 1
+                try:
+                    outcomes = job.finish(_first_result(ray, finished))  # a full disk stops the batch
+                except ray.exceptions.RayActorError:
+                    outcomes = job.lost(f"its worker process died {RESTARTS + 1} times on it")
+                    if actor in load and not load[actor]:
+                        del load[actor]
+                        load[make_actor()] = 0
+                report.outcomes.update(outcomes)
+                report.save()
+                bar.update(len(outcomes))
+                bar.set_postfix_str(throughput.add(outcomes))
+        finally:
+            for video in splits:
+                video.abandon()
+

@@ -42,10 +42,7 @@ class Excerpt:
     shift: int  # subtracted from every video timestamp in the outputs (time_base units)
     # Source seconds [from, to) of audio kept, shifted alike; None: all of it, unshifted.
     audio_window: tuple[Fraction, Fraction] | None
-
-    @property
-    def partial(self) -> bool:
-        return self.audio_window is not None
+    partial: bool = True  # False: every frame of the file
 
     def frame_reader(self, source: Path) -> FrameReader:
         """ffmpeg decoding the part's frames at 320x320, each with its source timestamp."""
@@ -58,7 +55,17 @@ class Excerpt:
 
 
 def whole(info: VideoInfo) -> Excerpt:
-    return Excerpt(info, None, 0, None)
+    return Excerpt(info, None, 0, None, partial=False)
+
+
+def frames_excerpt(info: VideoInfo, first: int, count: int) -> Excerpt:
+    """Frames ``first`` to ``first + count - 1`` (in presentation order) with their source
+    times, for a split run's segment: its masks are joined, never published alone."""
+    if not (0 <= first and 0 < count and first + count <= info.frame_count):
+        raise ValueError(f"frames {first}..{first + count - 1} of {info.frame_count}")
+    frames = replace(info, frame_pts=info.frame_pts[first:first + count],
+                     frame_durations=info.frame_durations[first:first + count])
+    return Excerpt(frames, info.seek_seconds(first) if first else None, 0, None)
 
 
 def excerpt(info: VideoInfo, start: Fraction | None, end: Fraction | None) -> Excerpt:

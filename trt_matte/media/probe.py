@@ -159,6 +159,17 @@ def probe_video(path: Path) -> VideoInfo:
     return VideoInfo(width, height, pts, durations, time_base, average_rate, sar, container_start)
 
 
+def keyframe_pts(path: Path) -> frozenset[int]:
+    """The presentation timestamps of the video's keyframes, where a split may cut."""
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        try:
+            return frozenset(packet.pts for packet in container.demux(stream)
+                             if packet.size and packet.is_keyframe and packet.pts is not None)
+        except av.error.FFmpegError as exc:
+            raise MatteError(f"{path}: the video is damaged ({exc.strerror or exc})") from None
+
+
 def _frame_durations(pts: tuple[int, ...], last_duration: int, time_base: Fraction,
                      average_rate: Fraction) -> list[int]:
     """Each frame lasts until the next one; the last keeps its own duration when known."""

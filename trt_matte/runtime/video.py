@@ -141,8 +141,22 @@ class HostStages:
         pass  # host arrays only: the garbage collector frees them
 
 
-def _stages_for(source: Path, part: Excerpt, backend: Backend, batch_size: int,
-                announce: Callable[[str], None], guard: PrecisionGuard | None) -> MatteStages:
+class MaskWriter(Protocol):
+    """Where the stages' masks go: the encoder (``media.encoder.MatteEncoder``), or a split
+    run's lossless mask file (``media.mask_file.MaskFile``)."""
+
+    def write(self, masks: np.ndarray) -> None:
+        """Take uint8 [n,H,W] masks, in order."""
+
+    def finish(self) -> None:
+        """After the last masks: complete the output."""
+
+    def kill(self) -> None:
+        """Stop now (idempotent); the output is discarded."""
+
+
+def stages_for(source: Path, part: Excerpt, backend: Backend, batch_size: int,
+               announce: Callable[[str], None], guard: PrecisionGuard | None) -> MatteStages:
     if backend.takes_device_batches:
         from .gpu_video import DeviceStages  # CUDA imports only where a GPU backend runs
         return DeviceStages(source, part, backend, min(batch_size, backend.preferred_batch), announce, guard)
@@ -185,13 +199,13 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
     part = excerpt(info, *(preview_range(info) if preview else (start, end)))
     remove_stale_temporaries((target.parent for target in written.values()), announce)
     smoother = MaskSmoother(smooth)  # checks the strength before any process or buffer exists
-    if guard is not None and not guard.holds_before_writing(backend, _spread_frames(source, part.frames)):
+    if guard is not None and not guard.holds_before_writing(backend, spread_frames(source, part.frames)):
         backend, guard = guard.reference, None
     try:
-        with staged_outputs(written) as staging:
-            stages = _stages_for(source, part, backend, batch_size or backend.preferred_batch, announce, guard)
-            delivered = _encode(source, staging.encoded, part, stages, progress, crf, background, smoother)
-            publish(staging, part.output_timing(delivered), source if audio else None, part.audio_window)
+        delivered, concealed = write_outputs(
+            source, written, part,
+            lambda: stages_for(source, part, backend, batch_size or backend.preferred_batch, announce, guard),
+            progress=progress, crf=crf, background=background, smoother=smoother, audio=audio)
     except GuardTripped as tripped:
         announce(f"{tripped}: writing the outputs again in FP32")
         return matte_video(source, output, guard.reference, batch_size=batch_size, progress=progress, crf=crf,
@@ -199,13 +213,13 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
                            overwrite=overwrite, start=start, end=end, preview=preview, announce=announce)
     check = guard.accuracy() if guard is not None else None
     return VideoResult(targets[kinds[0]], delivered.frame_count, part.output_timing(delivered), written, kept,
-                       skipped=part.frames.frame_count - delivered.frame_count, concealed=stages.concealed,
+                       skipped=part.frames.frame_count - delivered.frame_count, concealed=concealed,
                        precision=backend.precision, precision_check=check,
                        checked_frames=guard.checked_frames if guard is not None else 0,
                        low_confidence_frames=guard.low_confidence_frames if guard is not None else 0)
 
 
-def _spread_frames(source: Path, info: VideoInfo) -> np.ndarray:
+def spread_frames(source: Path, info: VideoInfo) -> np.ndarray:
     """The guard's frames, decoded and resized as the run decodes them: each read by
     seeking to its time (exact frames: keyframes alone may be one frame for a short
     clip), so a long clip is not decoded twice."""
@@ -221,19 +235,33 @@ def _spread_frames(source: Path, info: VideoInfo) -> np.ndarray:
     return np.concatenate(frames) if frames else np.empty((0, MODEL_SIZE, MODEL_SIZE, 3), np.uint8)
 
 
-def _encode(source: Path, destinations: Mapping[str, Path], part: Excerpt, stages: MatteStages, progress: bool,
-            crf: int, background: Background | None, smoother: MaskSmoother) -> VideoInfo:
-    """Run the stages into the encoder; this function owns ``stages`` from here on. Returns
-    the source timing of the frames encoded: the part's, less those ffmpeg skipped as damaged."""
-    info = part.frames
+def write_outputs(source: Path, written: Mapping[str, Path], part: Excerpt, make_stages: Callable[[], MatteStages], *,
+                  progress: bool, crf: int, background: Background | None, smoother: MaskSmoother,
+                  audio: bool) -> tuple[VideoInfo, int]:
+    """Every output in ``written`` (kind -> path) from the masks of the stages
+    ``make_stages`` makes, published only when all are complete: (the source timing of
+    the frames written, how many of them the decoder concealed)."""
+    with staged_outputs(written) as staging:
+        stages = make_stages()
+        delivered = run_stages(stages, lambda full_size: MatteEncoder(
+            staging.encoded, part.frames, crf, full_size=full_size, source=source, background=background,
+            source_seek=part.seek_seconds), part.frames, source.name, progress, smoother)
+        publish(staging, part.output_timing(delivered), source if audio else None, part.audio_window)
+    return delivered, stages.concealed
+
+
+def run_stages(stages: MatteStages, open_writer: Callable[[bool], MaskWriter], listed: VideoInfo, label: str,
+               progress: bool, smoother: MaskSmoother) -> VideoInfo:
+    """Run the stages into the writer ``open_writer(stages.full_size)`` makes; this function
+    owns ``stages`` from here on. Returns the source timing of the frames written:
+    ``listed``'s, less those ffmpeg skipped as damaged."""
     try:
-        encoder = MatteEncoder(destinations, info, crf, full_size=stages.full_size, source=source,
-                               background=background, source_seek=part.seek_seconds)
+        encoder = open_writer(stages.full_size)
     except BaseException:
         stages.stop()
         stages.release()  # no thread was started: nothing else holds the memory
         raise
-    bar = tqdm(total=info.frame_count, unit="frame", desc=source.name, disable=True if not progress else None,
+    bar = tqdm(total=listed.frame_count, unit="frame", desc=label, disable=True if not progress else None,
                dynamic_ncols=True)
 
     def write_ready(masks: np.ndarray) -> None:
@@ -257,4 +285,4 @@ def _encode(source: Path, destinations: Mapping[str, Path], part: Excerpt, stage
     finally:
         bar.close()
         stop()
-    return stages.delivered_timing(info)
+    return stages.delivered_timing(listed)
