@@ -135,3 +135,21 @@ def test_device_cuda_n_names_the_gpu_and_refuses_one_past_the_last(tiny_model):
         assert matter.mask(np.zeros((48, 64, 3), np.uint8)).shape == (48, 64)
     with pytest.raises(MatteError, match=rf"there is no GPU cuda:{last + 1} here: CUDA sees cuda:0 \("):
         Matter(tiny_model, device=f"cuda:{last + 1}")
+
+
+def test_mask_shaping_in_the_gpu_graph_matches_the_cpu(u2netp_path, cache_home, carphone_pictures):
+    """Threshold, erode, dilate and feather run inside the graph on ONNX Runtime's CUDA
+    provider (no engine build needed) as they do on the CPU."""
+    import onnxruntime as ort
+
+    from trt_matte.api import BackendRequest, open_backend
+    from trt_matte.build_engine.matte_graph import MaskShape
+    from trt_matte.onnxruntime_sessions import CUDA_PROVIDER
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu")
+    shape = MaskShape(threshold=128, erode=2, dilate=3, feather=2)
+    gpu = open_backend(BackendRequest(u2netp_path, cache_home, backend="onnxruntime", device="cuda", shape=shape))
+    cpu = open_backend(BackendRequest(u2netp_path, cache_home, backend="onnxruntime", device="cpu", shape=shape))
+    assert gpu.shapes_masks and gpu.device == "cuda"
+    on_gpu, on_cpu = gpu.run_at_size(carphone_pictures, 144, 176), cpu.run_at_size(carphone_pictures, 144, 176)
+    assert mask_iou(on_gpu, on_cpu) >= 0.99 and mean_abs_error(on_gpu, on_cpu) <= 1.0
