@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from conftest import decode_gray, make_clip, packet_times
+from conftest import decode_gray, make_clip, packet_times, with_damaged_frames
+from trt_matte.runtime.video import matte_video
 
 CLI = [sys.executable, "-m", "trt_matte"]
 # 25 fps for 10 frames, 10 fps for 10, then 50 fps, starting 2 s in: 80 frames to 4.6 s.
@@ -80,3 +82,43 @@ def test_a_bad_range_is_one_line_and_writes_nothing(vfr_take, tiny_model, tmp_pa
     result = run_cli(["video", str(vfr_take), "--model", str(tiny_model), "-o", str(tmp_path), *args], tmp_path)
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_part_of_an_mpeg_ts_is_chosen_by_timestamp(ffmpeg_exe, tiny_backend, tmp_path):
+    """ffmpeg seeks MPEG-TS by byte estimates and may land past the time asked for: such a
+    file is decoded from its start and the part chosen by timestamp, for the masks and for
+    the composite's pictures alike."""
+    source = make_clip(ffmpeg_exe, tmp_path / "take.ts", size="96x64", frames=150, extra_output=["-g", "12"])
+    whole = matte_video(source, tmp_path / "whole", tiny_backend, progress=False, crf=0, outputs=["matte,green"])
+    part = matte_video(source, tmp_path / "part", tiny_backend, progress=False, crf=0, outputs=["matte,green"],
+                       start=Fraction("3.3"), end=Fraction(4))
+    times = packet_times(source)
+    inside = [index for index, time in enumerate(times) if 3.3 <= time - times[0] < 4]
+    assert part.frames == len(inside) == 17  # 3.32 .. 3.96 s at 25 fps
+    for kind in ("matte", "green"):
+        expected = decode_gray(ffmpeg_exe, whole.outputs[kind])[inside[0]:inside[-1] + 1]
+        assert np.array_equal(decode_gray(ffmpeg_exe, part.outputs[kind]), expected), kind
+    assert packet_times(part.output) == pytest.approx([times[index] - times[0] - 3.3 for index in inside], abs=1e-3)
+
+
+def test_damaged_frames_in_a_part_are_skipped_without_pulling_in_later_ones(ffmpeg_exe, tiny_backend, tmp_path):
+    clip = make_clip(ffmpeg_exe, tmp_path / "clip.mkv", size="96x64", frames=100, extra_output=["-g", "100"])
+    damaged = with_damaged_frames(clip, tmp_path / "damaged.mkv", packets=[55, 56])
+    part = matte_video(damaged, tmp_path / "part.mp4", tiny_backend, progress=False, start=2, end=Fraction(12, 5))
+    times = packet_times(part.output)
+    assert part.frames == len(times) < 10 and max(times) < 0.4  # 2.0 .. 2.36 s, less what ffmpeg skipped
+
+
+def test_a_part_into_webm_reencodes_just_its_audio(vfr_take, tiny_backend, tmp_path):
+    result = matte_video(vfr_take, tmp_path / "part.webm", tiny_backend, progress=False, outputs=["webm"],
+                         start=Fraction(1), end=Fraction(5, 2))
+    assert result.frames == 59 and audio_seconds(result.output) == pytest.approx(1.5, abs=0.03)
+
+
+def test_a_batch_records_its_options_as_before_unless_new_ones_are_used():
+    from trt_matte.cli import _batch_options, build_parser
+    plain = _batch_options(build_parser().parse_args(["batch", "x.mp4"]), "u2netp")
+    assert plain == {"model": "u2netp", "precision": "auto", "stretch_floor": 0.0, "crf": 12, "audio": True,
+                     "smooth": 0, "cutout": False}
+    hard = _batch_options(build_parser().parse_args(["batch", "x.mp4", "--threshold", "128", "--erode", "2"]), "u2netp")
+    assert (hard["crf"], hard["threshold"], hard["erode"], "dilate" in hard) == (0, 128, 2, False)

@@ -120,7 +120,13 @@ def parse_device(text: str) -> tuple[str, int | None]:
 
 
 def check_gpu(index: int) -> None:
-    """A one-line MatteError naming the GPUs there are, when CUDA sees no GPU ``index``."""
+    """A one-line MatteError naming the GPUs there are, when CUDA sees no GPU ``index``.
+    Without cuda-python nothing can be listed: the backend says it, if ONNX Runtime's
+    CUDA provider is asked for a GPU that is not there."""
+    try:
+        cuda.runtime_api()
+    except MatteError:
+        return
     names = gpu_names()
     if index < len(names):
         return
@@ -404,7 +410,7 @@ class Matter:
                            start=_exact(start), end=_exact(end), preview=preview, announce=self.announce)
 
     def _crf(self, crf: int | None) -> int:
-        return crf if crf is not None else LOSSLESS_CRF if self._request.shape.hard else DEFAULT_CRF
+        return resolved_crf(crf, self._request.shape)
 
     def segment(self, source: Path, target: Path, first: int, count: int, info: VideoInfo | None = None) -> Segment:
         """A split run's share: the masks of frames ``first`` to ``first + count - 1`` of
@@ -461,6 +467,11 @@ class Matter:
         if self.backend.shapes_masks:
             return list(self.backend.run_at_size(rgb_batch, height, width))
         return [np.asarray(mask_at_size(mask_320, size)) for mask_320 in self.backend.run(rgb_batch)]
+
+
+def resolved_crf(crf: int | None, shape: MaskShape) -> int:
+    """The x264 quality a video run uses: ``crf``, else DEFAULT_CRF, or lossless for a hard matte."""
+    return crf if crf is not None else LOSSLESS_CRF if shape.hard else DEFAULT_CRF
 
 
 def _exact(seconds: Fraction | float | None) -> Fraction | None:

@@ -23,18 +23,18 @@ import argparse_addons
 from .version import __version__
 from .accuracy import GATE
 from .api import (BACKEND_CHOICES, CACHE_CONTENTS, CACHE_FOLDERS, PRECISION_CHOICES, Matter, build, cache_entries,
-                  calibrate, clean_cache, parse_device)
+                  calibrate, clean_cache, parse_device, resolved_crf)
 from .batch.cluster import RayOptions, run_on_ray
 from .batch.local import DEFAULT_BATCH_DIR, DONE, SKIPPED, run_batch
 from .batch.plan import listed_paths, plan_batch
-from .build_engine.matte_graph import MAX_SHAPING_PIXELS, PRECISIONS
+from .build_engine.matte_graph import MAX_SHAPING_PIXELS, PRECISIONS, MaskShape
 from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE, MAX_FRAME_SIDE_LIMIT
 from .calibration.calibrate import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
 from .errors import INTERRUPTED_LINE, MatteError
 from .files import disk_full_line
 from .media.outputs import (DEFAULT_CRF, check_output_paths, existing_outputs, is_format_list, kept_note,
                             output_paths, parse_background, parse_outputs)
-from .media.excerpt import PREVIEW_SECONDS, parse_time, preview_range
+from .media.excerpt import PREVIEW_SECONDS, excerpt, parse_time, preview_range
 from .media.ffmpeg import ffmpeg_note
 from .media.probe import probe_video
 from .models import DEFAULT_MODEL, MODELS, cache_dir, resolve_model
@@ -322,7 +322,10 @@ def _run_video(args: argparse.Namespace) -> int:
         for path in targets.values():
             _status(args, kept_note(path))
         return 0
+    if args.preview and (args.start is not None or args.end is not None):
+        raise MatteError("a preview picks its own seconds from the middle: leave out --start and --end")
     probed = probe_video(args.input)
+    excerpt(probed, *(preview_range(probed) if args.preview else (args.start, args.end)))  # an empty range fails here
     if args.preview:
         start, end = preview_range(probed)
         _status(args, f"preview: {float(start):.2f} to {float(end):.2f} s of {args.input.name}")
@@ -363,9 +366,13 @@ def _run_images(args: argparse.Namespace) -> int:
 
 
 def _batch_options(args: argparse.Namespace, model_label: str) -> dict:
-    """What shapes a batch's outputs: recorded per output, it decides what a rerun skips."""
-    return {"model": model_label, "precision": args.precision, "stretch_floor": args.stretch_floor, "crf": args.crf,
-            "audio": not args.no_audio, "smooth": args.smooth, "cutout": args.cutout, **_shaping(args)}
+    """What shapes a batch's outputs: recorded per output, it decides what a rerun skips.
+    The mask shaping steps are recorded only when taken, so reports from before they
+    existed still match a run without them."""
+    shaping = _shaping(args)
+    return {"model": model_label, "precision": args.precision, "stretch_floor": args.stretch_floor,
+            "crf": resolved_crf(args.crf, MaskShape(**shaping)), "audio": not args.no_audio, "smooth": args.smooth,
+            "cutout": args.cutout, **{step: value for step, value in shaping.items() if value}}
 
 
 def _run_batch(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ output folder must be on a filesystem every node sees, by the same paths.
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import sys
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MatteError
-from ..files import DiskFull
+from ..files import DiskFull, disk_full_error, remove_stale_temporaries
 from ..media.probe import probe_video
 from .local import FAILED, BatchReport, Outcome, Throughput, matte_group, prepare, progress_bar, task_groups
 from .plan import VIDEO, BatchItem
@@ -71,20 +72,20 @@ def _worker_class(ray: Any) -> Any:
 
         def matte_segment(self, source: Path, target: Path, first: int, count: int, info: Any) -> Any:
             """A split video's segment (``runtime.segments.Segment``), or why it failed."""
-            return _or_reason(lambda: self._matter.segment(source, target, first, count, info))
+            return _or_reason(lambda: self._matter.segment(source, target, first, count, info), target.parent)
 
         def join(self, source: Path, target: Path, segments: list, options: dict[str, Any], info: Any) -> Any:
             """A split video's output from its segments: the frames written, or why it failed."""
             return _or_reason(lambda: self._matter.join(source, target, segments, crf=options["crf"],
                                                         audio=options["audio"], smooth=options["smooth"],
-                                                        info=info).frame_count)
+                                                        info=info).frame_count, target.parent)
 
     return MatteWorker
 
 
-def _or_reason(work: Callable[[], Any]) -> Any:
-    """``work()``'s result, or its one-line reason when it fails; a full disk is raised,
-    since every output after it would fail the same way."""
+def _or_reason(work: Callable[[], Any], folder: Path) -> Any:
+    """``work()``'s result, or its one-line reason when it fails; a full disk (writing to
+    ``folder``) is raised, since every output after it would fail the same way."""
     try:
         return work()
     except DiskFull:
@@ -92,6 +93,8 @@ def _or_reason(work: Callable[[], Any]) -> Any:
     except MatteError as exc:
         return str(exc)
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # PyAV's and the file system's own
+            raise disk_full_error([], folder=folder) from None
         return f"{exc.filename or 'the output folder'}: {exc.strerror or exc}"
 
 
@@ -144,15 +147,20 @@ def run_on_ray(items: list[BatchItem], output_dir: Path, matter_options: dict[st
         report.save()
         return report
     _connect(ray, address)
+    splits: list[SplitVideo] = []
     try:
         count, resources = _worker_count(ray, settings)
         worker = _worker_class(ray).options(**resources)
         actors = [worker.remote(matter_options) for _ in range(count)]
         announce(f"{count} Ray worker(s); the first: {_first_result(ray, actors[0].describe.remote())}")
+        if split:  # scratch folders a killed split run left on this host
+            remove_stale_temporaries({(output_dir / item.target).parent for item in todo}, announce)
         _drive(ray, lambda: worker.remote(matter_options), actors, todo, output_dir, options, report, progress,
-               count if split else 0)
+               count if split else 0, splits)
     finally:
-        ray.shutdown()
+        ray.shutdown()  # no task runs after this: the scratch folders can go
+        for video in splits:
+            video.abandon()
     report.save()
     return report
 
@@ -199,41 +207,37 @@ def _jobs(todo: list[BatchItem], output_dir: Path, options: dict[str, Any], spli
 
 
 def _drive(ray: Any, make_actor: Callable[[], Any], actors: list, todo: list[BatchItem], output_dir: Path,
-           options: dict[str, Any], report: BatchReport, progress: bool, split_over: int) -> None:
+           options: dict[str, Any], report: BatchReport, progress: bool, split_over: int,
+           splits: list[SplitVideo]) -> None:
     """Hand jobs to idle actors, at most IN_FLIGHT_PER_WORKER each, and record each result
     as it comes in; a join is handed out before any job queued earlier. A job whose
     worker died more often than Ray restarts it fails with that reason, and a fresh
-    worker takes the dead one's place."""
+    worker takes the dead one's place. Split videos are added to ``splits``."""
     pending: collections.deque[Job] = collections.deque()
-    splits: list[SplitVideo] = []
     pending.extend(_jobs(todo, output_dir, options, split_over, pending.appendleft, report, splits))
     running: dict[Any, tuple[Any, Job]] = {}  # task -> (actor, job)
     load = {actor: 0 for actor in actors}
     throughput = Throughput()
     with progress_bar(todo, progress) as bar:
-        try:
-            bar.update(sum(item.name in report.outcomes for item in todo))  # failed before they started
-            while pending or running:
-                for actor in list(load):
-                    while pending and load[actor] < IN_FLIGHT_PER_WORKER:
-                        job = pending.popleft()
-                        running[job.start(actor)] = (actor, job)
-                        load[actor] += 1
-                (finished,), _ = ray.wait(list(running), num_returns=1)
-                actor, job = running.pop(finished)
-                load[actor] -= 1
-                try:
-                    outcomes = job.finish(_first_result(ray, finished))  # a full disk stops the batch
-                except ray.exceptions.RayActorError:
-                    outcomes = job.lost(f"its worker process died {RESTARTS + 1} times on it")
-                    if actor in load and not load[actor]:
-                        del load[actor]
-                        load[make_actor()] = 0
-                report.outcomes.update(outcomes)
-                report.save()
-                bar.update(len(outcomes))
-                bar.set_postfix_str(throughput.add(outcomes))
-        finally:
-            for video in splits:
-                video.abandon()
+        bar.update(sum(item.name in report.outcomes for item in todo))  # failed before they started
+        while pending or running:
+            for actor in list(load):
+                while pending and load[actor] < IN_FLIGHT_PER_WORKER:
+                    job = pending.popleft()
+                    running[job.start(actor)] = (actor, job)
+                    load[actor] += 1
+            (finished,), _ = ray.wait(list(running), num_returns=1)
+            actor, job = running.pop(finished)
+            load[actor] -= 1
+            try:
+                outcomes = job.finish(_first_result(ray, finished))  # a full disk stops the batch
+            except ray.exceptions.RayActorError:
+                outcomes = job.lost(f"its worker process died {RESTARTS + 1} times on it")
+                if actor in load and not load[actor]:
+                    del load[actor]
+                    load[make_actor()] = 0
+            report.outcomes.update(outcomes)
+            report.save()
+            bar.update(len(outcomes))
+            bar.set_postfix_str(throughput.add(outcomes))
 

@@ -69,6 +69,7 @@ class TensorRTBackend(Backend):
         return self._host_masks(rgb_batch, height, width)
 
     def _host_masks(self, rgb_batch: np.ndarray, height: int, width: int) -> np.ndarray:
+        self.use_gpu()  # before the output buffer below is allocated
         batch = len(rgb_batch)
         if batch > self.preferred_batch:
             return np.concatenate([self._host_masks(rgb_batch[start:start + self.preferred_batch], height, width)

@@ -28,20 +28,20 @@ class MatteEncoder:
     ``full_size`` they arrive finished (upsized on the GPU) at the displayed size. Both
     readers hand over frames already turned to the display orientation, as ffmpeg's
     autorotated decode of the source is, so masks and pictures line up unturned.
-    ``source_seek`` is the input -ss that reached the first frame of a part of the source
-    (``media.excerpt``): the pictures start there too.
+    ``source_part`` is (input -ss, frames to skip) for a part of the source
+    (``media.excerpt.Excerpt.source_part``): the pictures start at its first frame too.
     """
 
     def __init__(self, targets: Path | Mapping[str, Path], info: VideoInfo, crf: int = DEFAULT_CRF,
                  full_size: bool = False, *, source: Path | None = None, background: Background | None = None,
-                 source_seek: float | None = None):
+                 source_part: tuple[float | None, int] | None = None):
         destinations = {MATTE: Path(targets)} if isinstance(targets, (str, os.PathLike)) else dict(targets)
         self._destinations = destinations
         mask_size = f"{info.width}x{info.height}" if full_size else MASK_SIZE
         self._purpose = encoding_purpose(destinations)
         self._ffmpeg = FfmpegProcess(
             encoder_arguments(destinations, info, mask_size=mask_size, crf=crf, source=source,
-                              background=background, source_seek=source_seek),
+                              background=background, source_part=source_part),
             self._purpose, pipe_stdin=True)
         self.frames_written = 0
 

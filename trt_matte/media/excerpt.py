@@ -43,11 +43,22 @@ class Excerpt:
     # Source seconds [from, to) of audio kept, shifted alike; None: all of it, unshifted.
     audio_window: tuple[Fraction, Fraction] | None
     partial: bool = True  # False: every frame of the file
+    first_index: int = 0  # the part's first frame among the file's
 
     def frame_reader(self, source: Path) -> FrameReader:
-        """ffmpeg decoding the part's frames at 320x320, each with its source timestamp."""
+        """ffmpeg decoding the part's frames at 320x320, each with its source timestamp,
+        chosen by timestamp (``FrameReader``'s ``pts_range``)."""
+        pts_range = (self.frames.frame_pts[0], self.frames.frame_pts[-1]) if self.partial else None
         return FrameReader(source, time_base=self.frames.time_base, seek_seconds=self.seek_seconds,
-                           max_frames=self.frames.frame_count if self.partial else None)
+                           pts_range=pts_range)
+
+    def source_part(self) -> tuple[float | None, int] | None:
+        """For the encoder's own decoding of the pictures: (its input -ss, frames to skip
+        after it), or None for the whole file. Seeking exactly lands on the first frame;
+        a file ffmpeg cannot seek exactly is decoded from its start."""
+        if not self.partial:
+            return None
+        return self.seek_seconds, 0 if self.seek_seconds is not None else self.first_index
 
     def output_timing(self, delivered: VideoInfo) -> VideoInfo:
         """The outputs' timing for the frames delivered (``frames`` less any skipped)."""
@@ -65,7 +76,11 @@ def frames_excerpt(info: VideoInfo, first: int, count: int) -> Excerpt:
         raise ValueError(f"frames {first}..{first + count - 1} of {info.frame_count}")
     frames = replace(info, frame_pts=info.frame_pts[first:first + count],
                      frame_durations=info.frame_durations[first:first + count])
-    return Excerpt(frames, info.seek_seconds(first) if first else None, 0, None)
+    return Excerpt(frames, _seek(info, first), 0, None, partial=count < info.frame_count, first_index=first)
+
+
+def _seek(info: VideoInfo, first: int) -> float | None:
+    return info.seek_seconds(first) if first and info.exact_seek else None
 
 
 def excerpt(info: VideoInfo, start: Fraction | None, end: Fraction | None) -> Excerpt:
@@ -86,9 +101,9 @@ def excerpt(info: VideoInfo, start: Fraction | None, end: Fraction | None) -> Ex
                      frame_durations=info.frame_durations[kept[0]:kept[-1] + 1])
     last_end = (frames.frame_pts[-1] + frames.frame_durations[-1]) * info.time_base
     audio_end = last_end if end is None else min(first_time + end, last_end)
-    return Excerpt(frames, info.seek_seconds(kept[0]) if kept[0] else None,
-                   shift=round((first_time + start) / info.time_base),
-                   audio_window=(first_time + start, audio_end))
+    return Excerpt(frames, _seek(info, kept[0]), shift=round((first_time + start) / info.time_base),
+                   audio_window=(first_time + start, audio_end), partial=len(kept) < info.frame_count,
+                   first_index=kept[0])
 
 
 def preview_range(info: VideoInfo) -> tuple[Fraction, Fraction]:

@@ -58,11 +58,16 @@ class FrameReader:
     ``seek_seconds`` starts at that presentation time (ffmpeg seeks to the keyframe
     before it and decodes from there) and ``max_frames`` stops after that many: a few
     frames from the middle of a long clip without decoding all that comes before.
+    ``pts_range`` (first, last; needs ``time_base``) keeps only the frames whose source
+    timestamps lie in it, chosen here by timestamp, not by count: ffmpeg's seek, asked
+    (with ``seek_seconds``) for the keyframe before, may deliver frames before the range,
+    and a damaged frame it skips must not pull in one after the range.
     """
 
     def __init__(self, source: Path, frame_numbers: Sequence[int] | None = None,
                  display_size: tuple[int, int] | None = None, time_base: Fraction | None = None,
-                 seek_seconds: float | None = None, max_frames: int | None = None):
+                 seek_seconds: float | None = None, max_frames: int | None = None,
+                 pts_range: tuple[int, int] | None = None):
         filters = [DOWNSCALE_FILTER] if display_size is None else ["format=rgb24"]
         if frame_numbers is not None:
             filters.insert(0, f"select='{_any_frame_of(sorted(set(frame_numbers)))}'")
@@ -73,7 +78,11 @@ class FrameReader:
         self._time_base = time_base
         # -copyts and the source's own time base: the pipe's timestamps are the source's.
         timing = ["-copyts", "-enc_time_base", str(time_base)] if time_base else []
-        seek = ["-ss", f"{seek_seconds:.6f}"] if seek_seconds is not None else []
+        # For a range the frames before it are dropped here: ffmpeg starts at the keyframe.
+        accuracy = ["-noaccurate_seek"] if pts_range is not None else []
+        seek = [*accuracy, "-ss", f"{seek_seconds:.6f}"] if seek_seconds is not None else []
+        self._pts_range = pts_range
+        self.dropped_before = 0  # frames ffmpeg delivered before ``pts_range``'s first
         limit = ["-frames:v", str(max_frames)] if max_frames is not None else []
         self._ffmpeg = FfmpegProcess(
             [*seek, "-i", local_path(source), "-map", "0:v:0", "-fps_mode", "passthrough", *timing, *limit,
@@ -87,10 +96,18 @@ class FrameReader:
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         """uint8 [n,H,W,3] batches of up to ``batch_size`` frames; ffmpeg's exit is checked at the end."""
         batch, filled = np.empty((batch_size, *self._frame_shape), np.uint8), 0
+        past_range = False
         for packet in self._packets():
             if packet.size != self._frame_bytes:
                 raise MatteError(f"ffmpeg sent a {packet.size}-byte frame while {self._ffmpeg.purpose}, "
                                  f"expected {self._frame_bytes}")
+            place = self._place_in_range(packet)
+            if place < 0:
+                self.dropped_before += 1
+                continue
+            if place > 0:
+                past_range = True
+                break
             batch[filled] = np.frombuffer(packet, np.uint8).reshape(self._frame_shape)
             self._note_time(packet)
             filled += 1
@@ -101,8 +118,11 @@ class FrameReader:
         if filled:
             self.frames_read += filled
             yield batch[:filled]
-        self._finish()
+        if not past_range:
+            self._finish()
         self.concealed = sum(CONCEALED in line for line in self._ffmpeg.error_lines())
+        if past_range:
+            self._ffmpeg.kill()  # the rest of the file is not needed
 
     def _packets(self) -> Iterator[av.Packet]:
         try:
@@ -122,6 +142,14 @@ class FrameReader:
             # ffmpeg words this as a filter error ("Error marking filters as finished").
             raise MatteError(f"{self.source}: ffmpeg decoded no frame of it ({self._ffmpeg.error_text()})") from None
 
+    def _place_in_range(self, packet: av.Packet) -> int:
+        """-1 before ``pts_range``, 0 in it (or no range), 1 after it."""
+        if self._pts_range is None:
+            return 0
+        pts = round(packet.pts * packet.time_base / self._time_base)
+        first, last = self._pts_range
+        return -1 if pts < first else 1 if pts > last else 0
+
     def _note_time(self, packet: av.Packet) -> None:
         if self._time_base and packet.pts is not None:
             self.frame_pts.append(round(packet.pts * packet.time_base / self._time_base))
@@ -129,6 +157,8 @@ class FrameReader:
     def delivered_timing(self, listed: VideoInfo) -> VideoInfo:
         """After the last batch: ``listed`` (the source's ``probe_video``) cut down to
         the frames ffmpeg delivered; it skips those its decoder rejects."""
+        if self._pts_range is not None:
+            self._check_range_landing(listed)
         if self.frames_read == listed.frame_count:
             return listed
         if not self.frames_read:
@@ -140,6 +170,16 @@ class FrameReader:
             return listed.keeping(self.frame_pts)
         except MatteError as mismatch:
             raise MatteError(f"{self.source}: {mismatch}") from None
+
+    def _check_range_landing(self, listed: VideoInfo) -> None:
+        """A range's frames are the listed ones, less any ffmpeg skipped as damaged; a seek
+        that landed inside the range (some demuxers seek by byte estimates) is an error."""
+        known = set(listed.frame_pts)
+        if any(pts not in known for pts in self.frame_pts):
+            raise MatteError(f"{self.source}: ffmpeg delivered frames whose timestamps the file does not list")
+        if self.frame_pts and self.frame_pts[0] != listed.frame_pts[0] and not self.dropped_before:
+            raise MatteError(f"{self.source}: ffmpeg's seek landed after the part's first frame; "
+                             "copying the file into Matroska first (ffmpeg -i IN -c copy OUT.mkv) may help")
 
     def kill(self) -> None:
         """Stop ffmpeg now (idempotent): a pending ``batches`` read then ends."""

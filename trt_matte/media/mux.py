@@ -110,16 +110,16 @@ def _reencoded_audio(stream: av.AudioStream, source: av.container.InputContainer
     rate = _encodable_rate(codec_name, stream.rate)
     out_stream = output.add_stream(codec_name, rate=rate, layout=stream.layout.name)
     resampler = av.AudioResampler(format=out_stream.format.name, layout=stream.layout.name, rate=rate)
-    _seek_to_window(source, stream, window)
+    shift = _seek_to_window(source, stream, window)
 
     def decoded() -> Iterator[av.AudioFrame]:
         for frame in source.decode(stream):
             if window is not None:
-                if frame.time is None or frame.time >= window[1]:
+                if frame.pts is None or frame.pts * stream.time_base >= window[1]:
                     return
-                if frame.time < window[0]:
+                if frame.pts * stream.time_base < window[0]:
                     continue
-                frame.pts = None  # the encoder counts the window's samples from 0
+                frame.pts -= shift
             yield frame
 
     def packets() -> Iterator[tuple[Fraction, av.Packet]]:

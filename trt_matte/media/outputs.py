@@ -273,23 +273,25 @@ def _split(stream: str, copies: list[str]) -> str:
     return f"[{stream}]split={len(copies)}" + "".join(f"[{copy}]" for copy in copies)
 
 
-def _source_chain(info: VideoInfo, source_format: str | None, part: bool) -> str:
+def _source_chain(info: VideoInfo, source_format: str | None, skip: int | None) -> str:
     # Rotated sources pass through ffmpeg's autorotate filter, which takes any format:
     # left open, negotiation turned 4:2:0 pictures to 4:4:4 before it, and the 4:2:0
     # branches then went 4:2:0 -> 4:4:4 -> 4:2:0. Pinning the decoded format avoids that.
-    # A part of the source ends with its last frame, where the file goes on.
-    steps = [_index_timing(info), *([f"trim=end_frame={info.frame_count}"] if part else []),
-             *([f"format={source_format}"] if source_format else [])]
+    # A part of the source starts ``skip`` frames in and ends with its last frame, where
+    # the file goes on (trimmed before the frames are numbered from 0).
+    part = [] if skip is None else [f"trim=start_frame={skip}:end_frame={skip + info.frame_count}"]
+    steps = [*part, _index_timing(info), *([f"format={source_format}"] if source_format else [])]
     return ",".join(steps)
 
 
 def filter_graph(kinds: list[str], info: VideoInfo, background: Background | None,
-                 source_format: str | None = None, part: bool = False) -> str:
-    """``part``: ``info`` lists a part of the source's frames, the first where the source was sought."""
+                 source_format: str | None = None, skip: int | None = None) -> str:
+    """``skip``: ``info`` lists a part of the source's frames, which starts that many
+    frames after where the encoder's decoding of the source starts (None: the whole file)."""
     pictured = [kind for kind in kinds if kind != MATTE]
     chains = [f"[0:v]{_mask_chain(info)}[masks]", _split("masks", [f"mask_{kind}" for kind in kinds])]
     if pictured:
-        chains += [f"[1:v]{_source_chain(info, source_format, part)}[source]",
+        chains += [f"[1:v]{_source_chain(info, source_format, skip)}[source]",
                    _split("source", [f"picture_{kind}" for kind in pictured])]
     chains += [_branch(kind, f"mask_{kind}", f"picture_{kind}", info, background) for kind in kinds]
     return ";".join(chains)
@@ -321,10 +323,10 @@ def _destination(kind: str, path: Path) -> str:
 
 def encoder_arguments(destinations: Mapping[str, Path], info: VideoInfo, *, mask_size: str, crf: int,
                       source: Path | None, background: Background | None,
-                      source_seek: float | None = None) -> list[str]:
+                      source_part: tuple[float | None, int] | None = None) -> list[str]:
     """ffmpeg arguments that read uint8 masks of ``mask_size`` on stdin and write every
-    deliverable in ``destinations`` (kind -> where the encoder writes it); the source's
-    pictures start at ``source_seek`` (an input -ss) when given."""
+    deliverable in ``destinations`` (kind -> where the encoder writes it); for a part of
+    the source, ``source_part`` is (input -ss or None, frames to skip after it)."""
     kinds = list(destinations)
     inputs = ["-f", "rawvideo", "-pix_fmt", "gray", "-s", mask_size, "-framerate", str(info.average_rate),
               "-i", "pipe:0"]
@@ -332,7 +334,7 @@ def encoder_arguments(destinations: Mapping[str, Path], info: VideoInfo, *, mask
     if any(kind != MATTE for kind in kinds):
         if source is None:
             raise ValueError("composites need the source video")
-        seek = [] if source_seek is None else ["-ss", f"{source_seek:.6f}"]
+        seek = ["-ss", f"{source_part[0]:.6f}"] if source_part and source_part[0] is not None else []
         inputs += [*seek, "-i", local_path(source)]  # autorotated, like the masks
         source_format = decoded_format(source)
     if GREEN in kinds and background and background.file:
@@ -342,7 +344,7 @@ def encoder_arguments(destinations: Mapping[str, Path], info: VideoInfo, *, mask
     for kind, path in destinations.items():
         outputs += ["-map", f"[{kind}]", *_codec_arguments(kind, crf), "-fps_mode", "passthrough",
                     _destination(kind, path)]
-    graph = filter_graph(kinds, info, background, source_format, part=source_seek is not None)
+    graph = filter_graph(kinds, info, background, source_format, skip=source_part[1] if source_part else None)
     return [*inputs, "-filter_complex", graph, "-y", *outputs]
 
 

@@ -15,6 +15,9 @@ from .ffmpeg import local_path
 
 # libavformat's demuxers for still pictures: image2 and the "<codec>_pipe" family.
 STILL_IMAGE_DEMUXER = "image2"
+# Demuxers with a frame index (MP4/MOV's sample tables, Matroska's cues), which ffmpeg
+# seeks exactly.
+INDEXED_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class VideoInfo:
     sample_aspect_ratio: Fraction | None
     # The container's start time in seconds: ffmpeg counts an input -ss from it.
     container_start: Fraction = Fraction(0)
+    # ffmpeg seeks this container to a frame exactly (it has an index); else it may land
+    # past the time asked for (MPEG-TS seeks by byte estimates).
+    exact_seek: bool = True
 
     @property
     def frame_count(self) -> int:
@@ -149,6 +155,7 @@ def probe_video(path: Path) -> VideoInfo:
         times = _presentation_times(_packet_times(container, stream, path), time_base, average_rate)
         indexed = stream.frames
         container_start = Fraction(container.start_time or 0, av.time_base)
+        exact_seek = container.format.name in INDEXED_FORMATS
     if not times:
         raise MatteError(f"{path}: the video stream has no frames")
     if indexed > len(times):
@@ -156,7 +163,7 @@ def probe_video(path: Path) -> VideoInfo:
                          f"{len(times)}")
     pts = tuple(frame_pts for frame_pts, _ in times)
     durations = tuple(_frame_durations(pts, times[-1][1], time_base, average_rate))
-    return VideoInfo(width, height, pts, durations, time_base, average_rate, sar, container_start)
+    return VideoInfo(width, height, pts, durations, time_base, average_rate, sar, container_start, exact_seek)
 
 
 def keyframe_pts(path: Path) -> frozenset[int]:

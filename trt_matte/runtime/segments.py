@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..engine.backend import Backend
+from ..errors import MatteError
 from ..files import atomic_output
 from ..media.excerpt import frames_excerpt, whole
 from ..media.mask_file import MaskFile, read_masks
@@ -108,7 +109,8 @@ def join_segments(source: Path, target: Path, segments: list[Segment], *, crf: i
     """Write the matte of ``source`` to ``target`` from its segments' masks, as an unsplit
     run writes it; returns the timing of the frames written."""
     if len({segment.full_size for segment in segments}) != 1:
-        raise ValueError("segments at different mask sizes")
+        raise MatteError(f"{source.name}: the accuracy guard sent some segments to FP32 on the CPU and not others, "
+                         "so their masks differ in size; run it without --split")
     info = info or probe_video(source)
     delivered, _ = write_outputs(source, {MATTE: target}, whole(info), lambda: _JoinedStages(segments),
                                  progress=False, crf=crf, background=background, smoother=MaskSmoother(smooth),

@@ -245,7 +245,7 @@ def write_outputs(source: Path, written: Mapping[str, Path], part: Excerpt, make
         stages = make_stages()
         delivered = run_stages(stages, lambda full_size: MatteEncoder(
             staging.encoded, part.frames, crf, full_size=full_size, source=source, background=background,
-            source_seek=part.seek_seconds), part.frames, source.name, progress, smoother)
+            source_part=part.source_part()), part.frames, source.name, progress, smoother)
         publish(staging, part.output_timing(delivered), source if audio else None, part.audio_window)
     return delivered, stages.concealed
 
