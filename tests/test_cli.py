@@ -717,6 +717,7 @@ def test_out_of_range_options_are_refused_before_any_work(args, option, tmp_path
 
 @pytest.mark.skipif(gpu_visible(), reason="a GPU is here: cuda:7 might exist")
 def test_a_gpu_that_is_not_there_is_one_line(assets, tiny_model, tmp_path):
+    pytest.importorskip("cuda.bindings", reason="GPUs are listed with cuda-python (the gpu and test-full extras)")
     result = run_cli(["video", str(assets["mp4"]), "--model", str(tiny_model), "--device", "cuda:7"], cwd=tmp_path)
     assert result.returncode == 1 and stderr_lines(result) == [
         f"{ERROR_PREFIX} there is no GPU cuda:7 here: CUDA sees no GPU"]
@@ -770,6 +771,7 @@ def test_build_passes_its_limits_overwrite_and_force_to_the_engine_builder(monke
     monkeypatch.setattr(api, "ensure_engine", ensure_engine)
     monkeypatch.setattr(api, "network_for", network_for)
     monkeypatch.setattr(api.cuda, "use_device", selected.append)
+    monkeypatch.setattr(api.cuda, "runtime_api", lambda: None)  # as if cuda-python were installed
     monkeypatch.setattr(api, "gpu_names", lambda: ["GPU A", "GPU B"])
     assert cli.main(["build", "--model", str(tiny_model), "--max-size", "8192", "--max-batch", "4"]) == 0
     assert cli.main(["build", "--model", str(tiny_model), "--overwrite", "-q", "--device", "cuda:1"]) == 0
