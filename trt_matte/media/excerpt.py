@@ -4,10 +4,12 @@ where ffmpeg seeks to reach the first, and how the outputs' times relate to the 
 Times are counted from the first video frame, as players show them. The part holds the
 frames whose time t satisfies start <= t < end, each with its own timestamp less the
 part's start, so variable frame rates survive and the first output frame sits where it
-sat after the cut point. Both decoders of a run (frames for the network, pictures for
-the composites) seek to the same position, and the decoded timestamps are checked
-against the ones listed here. The audio kept is what plays from the start to the end of
-the part (copied packets, so to within one audio packet, ~21 ms for AAC).
+sat after the cut point. The network's frames are chosen by timestamp from where ffmpeg
+lands (the keyframe before the part, in a file with an index; else the file's start),
+and checked against the ones listed here; the encoder's own decoding of the pictures
+for the composites seeks exactly to the first frame, or skips to it by count. The audio
+kept is what plays from the start to the end of the part (copied packets, so to within
+one audio packet, ~21 ms for AAC).
 """
 from __future__ import annotations
 
