@@ -218,3 +218,19 @@ def test_a_bad_smoothing_strength_fails_before_any_process_starts(ffmpeg_exe, ti
         matte_video(source, tmp_path / "out.mp4", tiny_backend, progress=False, smooth=-1)
     assert not [command for command in child_processes(os.getpid()).values() if "ffmpeg" in command]
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
+
+
+def test_frames_sharing_a_time_are_refused_for_mp4_before_any_work_and_kept_in_matroska(ffmpeg_exe, tiny_backend,
+                                                                                          tmp_path):
+    """An encoder left at its 1/25 time base rounds a 50 fps stretch onto shared times:
+    MP4 cannot hold that (its muxer refuses), Matroska can."""
+    retimed = "settb=1/1000,setpts='(if(lt(N,10),N*0.04,0.4+(N-10)*0.02))/TB'"
+    source = make_clip(ffmpeg_exe, tmp_path / "shared.mp4", frames=30, extra_output=["-vf", retimed,
+                                                                                     "-fps_mode", "passthrough"])
+    times = packet_times(source)
+    assert len(set(times)) < len(times) == 30
+    with pytest.raises(MatteError, match=r"share their time with another, which \.mp4 cannot hold; write Matroska"):
+        matte_video(source, tmp_path / "out.mp4", tiny_backend, progress=False)
+    assert leftovers(tmp_path) == [] and not (tmp_path / "out.mp4").exists()
+    kept = matte_video(source, tmp_path / "out.mkv", tiny_backend, progress=False)
+    assert kept.frames == 30 and packet_times(kept.output) == pytest.approx(times, abs=1e-3)

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from ..errors import MatteError
 from ..files import DiskFull, disk_full_error, remove_stale_temporaries
+from ..media.mux import check_timing_fits
 from ..media.probe import probe_video
 from .local import FAILED, BatchReport, Outcome, Throughput, matte_group, prepare, progress_bar, task_groups
 from .plan import VIDEO, BatchItem
@@ -194,6 +195,7 @@ def _jobs(todo: list[BatchItem], output_dir: Path, options: dict[str, Any], spli
             continue
         try:
             info = probe_video(item.source)
+            check_timing_fits(info, [output_dir / item.target])  # before any segment is matted
             bounds = plan_segments(item.source, info, split_over)
         except MatteError as exc:
             report.outcomes[item.name] = Outcome(str(item.source), item.kind, FAILED, options, str(exc))

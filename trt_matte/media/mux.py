@@ -13,7 +13,7 @@ import heapq
 import io
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import av
 
@@ -27,6 +27,17 @@ FALLBACK_AUDIO_CODEC = "aac"
 FALLBACK_AUDIO_CODECS = {"webm": "libopus"}
 # Source seconds [from, to) of the audio kept; None: all of it.
 AudioWindow = tuple[Fraction, Fraction] | None
+
+
+def check_timing_fits(info: VideoInfo, targets: Iterable[Path]) -> None:
+    """MP4 and MOV cannot hold two frames at one time, where Matroska can: a source with
+    such frames is refused before any work when one of those is to be written."""
+    repeated = info.frame_count - len(set(info.frame_pts))
+    strict = [target for target in targets if target.suffix.lower() in QUICKTIME_SUFFIXES]
+    if repeated and strict:
+        raise MatteError(f"{repeated} of the source's {info.frame_count} frames share their time with another, "
+                         f"which {strict[0].suffix} cannot hold; write Matroska instead "
+                         f"(-o {strict[0].with_suffix('.mkv').name})")
 
 
 def _container_options(target: Path, info: VideoInfo) -> dict[str, str]:

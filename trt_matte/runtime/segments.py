@@ -22,6 +22,7 @@ from ..errors import MatteError
 from ..files import atomic_output
 from ..media.excerpt import frames_excerpt, whole
 from ..media.mask_file import MaskFile, read_masks
+from ..media.mux import check_timing_fits
 from ..media.outputs import DEFAULT_CRF, MATTE, Background
 from ..media.probe import VideoInfo, probe_video
 from ..models import MODEL_SIZE
@@ -112,6 +113,7 @@ def join_segments(source: Path, target: Path, segments: list[Segment], *, crf: i
         raise MatteError(f"{source.name}: the accuracy guard sent some segments to FP32 on the CPU and not others, "
                          "so their masks differ in size; run it without --split")
     info = info or probe_video(source)
+    check_timing_fits(info, [target])
     delivered, _ = write_outputs(source, {MATTE: target}, whole(info), lambda: _JoinedStages(segments),
                                  progress=False, crf=crf, background=background, smoother=MaskSmoother(smooth),
                                  audio=audio)

@@ -27,6 +27,7 @@ from ..files import remove_stale_temporaries
 from ..media.encoder import MatteEncoder
 from ..media.excerpt import Excerpt, excerpt, preview_range
 from ..media.frame_reader import FrameReader
+from ..media.mux import check_timing_fits
 from ..media.outputs import (DEFAULT_CRF, DEFAULT_OUTPUTS, Background, check_output_paths, existing_outputs,
                              kept_note, output_paths, parse_background, parse_outputs, publish, staged_outputs)
 from ..media.probe import VideoInfo, probe_video
@@ -197,6 +198,7 @@ def matte_video(source: Path, output: Path | None, backend: Backend, *, batch_si
         return VideoResult(targets[kinds[0]], 0, None, {}, kept)
     info = probed or probe_video(source)
     part = excerpt(info, *(preview_range(info) if preview else (start, end)))
+    check_timing_fits(part.frames, written.values())
     remove_stale_temporaries((target.parent for target in written.values()), announce)
     smoother = MaskSmoother(smooth)  # checks the strength before any process or buffer exists
     if guard is not None and not guard.holds_before_writing(backend, spread_frames(source, part.frames)):
