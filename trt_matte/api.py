@@ -48,12 +48,12 @@ from .errors import MatteError
 from .files import CacheInUse, cache_for_cleaning
 from .media.frame_reader import FrameReader
 from .media.outputs import DEFAULT_CRF, DEFAULT_OUTPUTS
-from .media.pictures import mask_at_size, model_input, to_rgb
+from .media.pictures import model_input, to_rgb
 from .media.probe import VideoInfo, probe_video
 from .models import MODELS, cache_dir, resolve_model
 from .onnxruntime_sessions import CUDA_PROVIDER
 from .runtime.guard import PrecisionGuard
-from .runtime.image_jobs import ImageJob
+from .runtime.image_jobs import ImageJob, finished_mask, host_masks
 from .runtime.images import ImagesReport, matte_image_jobs, process_images
 from .runtime.segments import Segment, join_segments, matte_segment
 from .runtime.stages import StagesStuck
@@ -463,10 +463,8 @@ class Matter:
     def _masks_at(self, rgb_batch: np.ndarray, size: tuple[int, int]) -> list[np.ndarray]:
         """Masks at ``size`` (width, height): rembg's Lanczos upscale, or the graph's own
         upsizing where it shapes the masks."""
-        width, height = size
-        if self.backend.shapes_masks:
-            return list(self.backend.run_at_size(rgb_batch, height, width))
-        return [np.asarray(mask_at_size(mask_320, size)) for mask_320 in self.backend.run(rgb_batch)]
+        return [np.asarray(finished_mask(mask, size)) for mask in host_masks(self.backend, rgb_batch,
+                                                                             [size] * len(rgb_batch))]
 
 
 def resolved_crf(crf: int | None, shape: MaskShape) -> int:

@@ -325,9 +325,9 @@ def _run_video(args: argparse.Namespace) -> int:
     if args.preview and (args.start is not None or args.end is not None):
         raise MatteError("a preview picks its own seconds from the middle: leave out --start and --end")
     probed = probe_video(args.input)
-    excerpt(probed, *(preview_range(probed) if args.preview else (args.start, args.end)))  # an empty range fails here
+    start, end = preview_range(probed) if args.preview else (args.start, args.end)
+    excerpt(probed, start, end)  # an empty range fails here, before the model loads
     if args.preview:
-        start, end = preview_range(probed)
         _status(args, f"preview: {float(start):.2f} to {float(end):.2f} s of {args.input.name}")
     if args.calibrate_first:
         _calibrate_on_input(args)

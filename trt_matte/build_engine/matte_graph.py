@@ -98,6 +98,15 @@ class MaskShape:
 NO_SHAPING = MaskShape()
 
 
+def graph_feed(rgb_batch: np.ndarray, height: int, width: int, upsizing: bool) -> dict[str, np.ndarray]:
+    """A host run's inputs: the batch, and for an upsizing graph ``frame_shape`` for masks
+    of ``height`` x ``width``."""
+    feed = {INPUT_NAME: np.ascontiguousarray(rgb_batch, dtype=np.uint8)}
+    if upsizing:
+        feed[FRAME_SHAPE_NAME] = frame_shape_input(height, width)
+    return feed
+
+
 def _constant(name: str, values: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(values), name)
 

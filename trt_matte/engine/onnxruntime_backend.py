@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, OUTPUT_NAME, PEAK_NAME, frame_shape_input
+from ..build_engine.matte_graph import FRAME_SHAPE_NAME, OUTPUT_NAME, PEAK_NAME, graph_feed
 from ..models import MODEL_SIZE
 from ..onnxruntime_sessions import (CPU_PROVIDER, CUDA_PROVIDER, cuda_providers, cuda_session, open_session,
                                     preload_cuda_libraries)
@@ -37,19 +37,14 @@ class OnnxRuntimeBackend(Backend):
         self._upsizes = FRAME_SHAPE_NAME in {graph_input.name for graph_input in self._session.get_inputs()}
 
     def run(self, rgb_batch: np.ndarray) -> np.ndarray:
-        return self._session.run([OUTPUT_NAME], self._feed(rgb_batch, MODEL_SIZE, MODEL_SIZE))[0]
+        return self._session.run([OUTPUT_NAME], graph_feed(rgb_batch, MODEL_SIZE, MODEL_SIZE, self._upsizes))[0]
 
     def run_at_size(self, rgb_batch: np.ndarray, height: int, width: int) -> np.ndarray:
         if not self._upsizes:
             return super().run_at_size(rgb_batch, height, width)
-        return self._session.run([OUTPUT_NAME], self._feed(rgb_batch, height, width))[0]
+        return self._session.run([OUTPUT_NAME], graph_feed(rgb_batch, height, width, self._upsizes))[0]
 
     def run_with_peaks(self, rgb_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        masks, peaks = self._session.run([OUTPUT_NAME, PEAK_NAME], self._feed(rgb_batch, MODEL_SIZE, MODEL_SIZE))
+        masks, peaks = self._session.run([OUTPUT_NAME, PEAK_NAME],
+                                         graph_feed(rgb_batch, MODEL_SIZE, MODEL_SIZE, self._upsizes))
         return masks, peaks.reshape(len(masks))
-
-    def _feed(self, rgb_batch: np.ndarray, height: int, width: int) -> dict[str, np.ndarray]:
-        feed = {INPUT_NAME: np.ascontiguousarray(rgb_batch)}
-        if self._upsizes:
-            feed[FRAME_SHAPE_NAME] = frame_shape_input(height, width)
-        return feed

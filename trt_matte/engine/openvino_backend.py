@@ -21,7 +21,7 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
-from ..build_engine.matte_graph import FRAME_SHAPE_NAME, INPUT_NAME, OUTPUT_NAME, PEAK_NAME, frame_shape_input
+from ..build_engine.matte_graph import FRAME_SHAPE_NAME, OUTPUT_NAME, PEAK_NAME, graph_feed
 from ..errors import MatteError
 from ..models import MODEL_SIZE
 from .backend import Backend
@@ -90,10 +90,7 @@ class OpenVinoBackend(Backend):
         return self._infer(rgb_batch, height, width)
 
     def _infer(self, rgb_batch: np.ndarray, height: int, width: int) -> np.ndarray:
-        feed = {INPUT_NAME: np.ascontiguousarray(rgb_batch, dtype=np.uint8)}
-        if self._upsizes:
-            feed[FRAME_SHAPE_NAME] = frame_shape_input(height, width)
-        self._request.infer(feed)
+        self._request.infer(graph_feed(rgb_batch, height, width, self._upsizes))
         # The output tensor is reused by the next request, while the writer may still hold these masks.
         return self._request.get_tensor(OUTPUT_NAME).data.copy()
 

@@ -76,9 +76,12 @@ def frames_excerpt(info: VideoInfo, first: int, count: int) -> Excerpt:
     times, for a split run's segment: its masks are joined, never published alone."""
     if not (0 <= first and 0 < count and first + count <= info.frame_count):
         raise ValueError(f"frames {first}..{first + count - 1} of {info.frame_count}")
-    frames = replace(info, frame_pts=info.frame_pts[first:first + count],
-                     frame_durations=info.frame_durations[first:first + count])
-    return Excerpt(frames, _seek(info, first), 0, None, partial=count < info.frame_count, first_index=first)
+    return Excerpt(_frames(info, first, first + count), _seek(info, first), 0, None, partial=count < info.frame_count, first_index=first)
+
+
+def _frames(info: VideoInfo, first: int, stop: int) -> VideoInfo:
+    """``info`` for its frames ``first`` to ``stop - 1`` alone."""
+    return replace(info, frame_pts=info.frame_pts[first:stop], frame_durations=info.frame_durations[first:stop])
 
 
 def _seek(info: VideoInfo, first: int) -> float | None:
@@ -99,8 +102,7 @@ def excerpt(info: VideoInfo, start: Fraction | None, end: Fraction | None) -> Ex
     if not kept:
         raise MatteError(f"no frame lies from {float(start):g} s to {_seconds(end)}: the clip's frames run from 0 to "
                          f"{float(_duration(info)):.3f} s")
-    frames = replace(info, frame_pts=info.frame_pts[kept[0]:kept[-1] + 1],
-                     frame_durations=info.frame_durations[kept[0]:kept[-1] + 1])
+    frames = _frames(info, kept[0], kept[-1] + 1)
     last_end = (frames.frame_pts[-1] + frames.frame_durations[-1]) * info.time_base
     audio_end = last_end if end is None else min(first_time + end, last_end)
     return Excerpt(frames, _seek(info, kept[0]), shift=round((first_time + start) / info.time_base),

@@ -144,10 +144,15 @@ def _collect_decoded(batch: list[tuple[ImageJob, Future[Decoded]]], failed: list
 def host_masks(backend: Backend, rgb_batch: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
     """Each picture's mask for ``finished_mask``: 320x320 (the writer threads upsize it),
     or from a backend that shapes masks, finished at the picture's size (width, height)
-    by the graph, one picture at a time, since shaping counts output pixels."""
+    by the graph, one run per stretch of same-sized pictures, since shaping counts
+    output pixels."""
     if not backend.shapes_masks:
         return list(backend.run(rgb_batch))
-    return [backend.run_at_size(rgb[None], height, width)[0] for rgb, (width, height) in zip(rgb_batch, sizes)]
+    masks: list[np.ndarray] = []
+    for (width, height), same in itertools.groupby(sizes):
+        count = len(list(same))
+        masks.extend(backend.run_at_size(rgb_batch[len(masks):len(masks) + count], height, width))
+    return masks
 
 
 def finished_mask(mask: np.ndarray, size: tuple[int, int]) -> Image.Image:
