@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 from pathlib import Path
 
@@ -327,6 +328,33 @@ def dali_image_inputs(paths: list[Path], batch_size: int) -> tuple[np.ndarray, l
     batches = list(image_batches(paths, batch_size, device_id=None))
     return (np.concatenate([batch.host_array() for batch in batches]),
             [size for batch in batches for size in batch.sizes])
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT as an interactive shell leaves it: a suite started in the background
+    inherits it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def ctrl_c_after_rename(monkeypatch, after: int) -> list[str]:
+    """os.replace as trt_matte.files uses it, with a Ctrl-C landing right after rename
+    number ``after`` (use with the ``ctrl_c_raises`` fixture); the names renamed to."""
+    renamed: list[str] = []
+    from trt_matte import files
+
+    real_replace = os.replace
+
+    def replace_then_ctrl_c(source, target):
+        real_replace(source, target)
+        renamed.append(os.path.basename(target))
+        if len(renamed) == after:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(files.os, "replace", replace_then_ctrl_c)
+    return renamed
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -2,13 +2,19 @@
 renamed on success, removed (with any folders made for it) on failure or Ctrl-C."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
 
 import pytest
 
-from trt_matte.errors import MatteError
-from trt_matte.files import atomic_folder, atomic_output, atomic_write_bytes, file_digest, scratch_path
+from conftest import ctrl_c_after_rename
+from trt_matte import files
+from trt_matte.errors import INTERRUPTED_LINE, KEPT_LINE, MatteError
+from trt_matte.files import (atomic_folder, atomic_output, atomic_write_bytes, file_digest, interrupted_line,
+                             outputs_together, scratch_path)
 
 
 def test_atomic_output_appears_only_on_success(tmp_path):
@@ -131,3 +137,73 @@ def test_a_set_aside_previous_output_is_put_back_not_deleted(tmp_path):
     (aside / "000001.png").write_bytes(b"frame")
     assert remove_stale_temporaries([tmp_path], lambda note: None) == 0
     assert os.listdir(tmp_path) == ["clip.png"] and os.listdir(tmp_path / "clip.png") == ["000001.png"]
+
+
+def _two_outputs(stack: contextlib.ExitStack, folder) -> None:
+    stack.enter_context(atomic_output(folder / "clip.matte.mp4", deliverable=True)).write_bytes(b"video")
+    (stack.enter_context(atomic_folder(folder / "clip.png", deliverable=True)) / "000001.png").write_bytes(b"frame")
+
+
+def test_a_ctrl_c_between_renames_waits_until_every_output_of_the_set_is_in_place(tmp_path, monkeypatch,
+                                                                                 ctrl_c_raises):
+    renamed = ctrl_c_after_rename(monkeypatch, after=1)
+    with pytest.raises(KeyboardInterrupt):
+        with outputs_together() as stack:
+            _two_outputs(stack, tmp_path)
+    assert renamed == ["clip.png", "clip.matte.mp4"]
+    assert sorted(os.listdir(tmp_path)) == ["clip.matte.mp4", "clip.png"]
+    assert (tmp_path / "clip.matte.mp4").read_bytes() == b"video"
+    assert os.listdir(tmp_path / "clip.png") == ["000001.png"]
+
+
+def test_without_holding_the_set_a_ctrl_c_between_renames_leaves_half_of_it(tmp_path, monkeypatch, ctrl_c_raises):
+    """What ``outputs_together`` prevents: the same set in a plain ExitStack."""
+    ctrl_c_after_rename(monkeypatch, after=1)
+    with pytest.raises(KeyboardInterrupt):
+        with contextlib.ExitStack() as stack:
+            _two_outputs(stack, tmp_path)
+    assert os.listdir(tmp_path) == ["clip.png"]
+
+
+def test_a_second_ctrl_c_during_the_cleanup_does_not_cut_it_short(tmp_path, monkeypatch, ctrl_c_raises):
+    real_rmtree = files.shutil.rmtree
+
+    def rmtree_then_ctrl_c(path, ignore_errors=False):
+        real_rmtree(path, ignore_errors=ignore_errors)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(files.shutil, "rmtree", rmtree_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        with outputs_together() as stack:
+            _two_outputs(stack, tmp_path / "new")
+            raise RuntimeError("the encoder failed")
+    assert os.listdir(tmp_path) == []
+
+
+def test_signals_are_held_only_where_python_runs_their_handlers(tmp_path):
+    outcome = []
+
+    def publish_in_a_thread():
+        with outputs_together() as stack:
+            _two_outputs(stack, tmp_path)
+        outcome.append(signal.getsignal(signal.SIGINT))
+
+    before = signal.getsignal(signal.SIGINT)
+    worker = threading.Thread(target=publish_in_a_thread)
+    worker.start()
+    worker.join(timeout=30)
+    assert outcome == [before] and sorted(os.listdir(tmp_path)) == ["clip.matte.mp4", "clip.png"]
+
+
+def test_the_interrupted_line_says_whether_finished_outputs_were_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "_published", threading.Event())
+    assert interrupted_line() == INTERRUPTED_LINE
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(tmp_path / "never.mp4"):
+            raise KeyboardInterrupt
+    assert interrupted_line() == INTERRUPTED_LINE
+    atomic_write_bytes(tmp_path / "graph.onnx", b"a cache file is no output of the user's")
+    assert interrupted_line() == INTERRUPTED_LINE
+    with atomic_output(tmp_path / "done.png", deliverable=True) as temporary:
+        temporary.write_bytes(b"mask")
+    assert interrupted_line() == KEPT_LINE

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import (ExplodingBackend, decode_gray, decode_rgb, leftovers, make_clip, packet_times, video_size,
-                      with_display_rotation)
+from conftest import (ExplodingBackend, ctrl_c_after_rename, decode_gray, decode_rgb, leftovers, make_clip, packet_times,
+                      video_size, with_display_rotation)
 from trt_matte.errors import MatteError
 from trt_matte.media.probe import probe_video
-from trt_matte.media.outputs import Background, check_output_paths, output_paths, parse_background, parse_outputs
+from trt_matte.media.outputs import (Background, check_output_paths, output_paths, parse_background, parse_outputs,
+                                     staged_outputs)
 from trt_matte.media.encoder import MatteEncoder
 from trt_matte.runtime.video import matte_video
 
@@ -352,3 +353,18 @@ def test_the_old_output_kind_spelling_still_works_with_a_note(ffmpeg_exe, tiny_m
     result = run_cli(["video", "IN.mp4", "--output", "mine.mp4", "-q", "--model", str(tiny_model)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(packet_times(tmp_path / "mine.mp4")) == 4  # any other value is where the matte goes
+
+
+def test_a_ctrl_c_while_the_outputs_take_their_names_leaves_all_of_them(tmp_path, monkeypatch, ctrl_c_raises):
+    """The matte and the PNG folder of one source are renamed one after the other: a
+    Ctrl-C landing between the two renames takes effect after the second."""
+    targets = {"matte": tmp_path / "out" / "clip.matte.mp4", "png": tmp_path / "out" / "clip.png"}
+    renamed = ctrl_c_after_rename(monkeypatch, after=1)
+    with pytest.raises(KeyboardInterrupt):
+        with staged_outputs(targets) as staging:
+            staging.partial["matte"].write_bytes(b"stamped matte")
+            (staging.encoded["png"] / "000001.png").write_bytes(b"frame")
+    assert len(renamed) == 2
+    assert sorted(os.listdir(tmp_path / "out")) == ["clip.matte.mp4", "clip.png"]
+    assert targets["matte"].read_bytes() == b"stamped matte"
+    assert os.listdir(targets["png"]) == ["000001.png"]

@@ -30,8 +30,8 @@ from .batch.plan import listed_paths, plan_batch
 from .build_engine.matte_graph import MAX_SHAPING_PIXELS, PRECISIONS, MaskShape
 from .build_engine.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_SIDE, MAX_FRAME_SIDE_LIMIT
 from .calibration.calibrate import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
-from .errors import INTERRUPTED_LINE, MatteError
-from .files import disk_full_line
+from .errors import MatteError
+from .files import disk_full_line, interrupted_line
 from .media.outputs import (DEFAULT_CRF, check_output_paths, existing_outputs, is_format_list, kept_note,
                             output_paths, parse_background, parse_outputs)
 from .media.excerpt import PREVIEW_SECONDS, excerpt, parse_time, preview_range
@@ -463,9 +463,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trt-matte: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as interrupt:
-        print(INTERRUPTED_LINE, file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
+        return _interrupted(interrupt)
     except Exception as exc:  # the promise is one line, never a traceback
+        interrupt = _interrupt_behind(exc)
+        if interrupt is not None:
+            return _interrupted(interrupt)
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # a full disk, wherever it struck
             print(f"trt-matte: error: {disk_full_line(exc.filename)}", file=sys.stderr)
             return EXIT_FAILED
@@ -474,6 +476,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trt-matte: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               f"({_traceback_note(exc)})", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _interrupted(interrupt: KeyboardInterrupt) -> int:
+    print(interrupted_line(), file=sys.stderr)
+    return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
+
+
+def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C a library turned into its own error, if any: OpenVINO's extension
+    module, interrupted while it loads, raises ImportError from the KeyboardInterrupt."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _traceback_note(error: BaseException) -> str:

@@ -19,12 +19,14 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .errors import MatteError
+from .errors import INTERRUPTED_LINE, KEPT_LINE, MatteError
 
 TEMPORARY_TAGS = ("partial", "scratch", "previous")
 # A temporary file from another boot or namespace is left alone until untouched this long.
@@ -33,6 +35,69 @@ STALE_AFTER_SECONDS = 3600
 NO_SPACE = os.strerror(errno.ENOSPC)
 _OWNED = re.compile(r"^\.(?P<stem>.*)\.trtm-(?P<host>[A-Za-z0-9-]+)-(?P<boot>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}"
                     r"\.(?P<tag>" + "|".join(TEMPORARY_TAGS) + r")(?P<suffix>(?:\.[^.]*)?)$")
+
+
+# The signals a run turns into KeyboardInterrupt (SIGTERM: see cli.Terminated).
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Whether this process has put any of the user's outputs (masks, mattes, cutouts) in
+# place, not cache files: what an interrupted run says it kept.
+_published = threading.Event()
+
+
+def interrupted_line() -> str:
+    """The one line an interrupted run prints: outputs it finished stay, partial ones never do."""
+    return KEPT_LINE if _published.is_set() else INTERRUPTED_LINE
+
+
+class _HeldSignals:
+    """Ctrl-C or SIGTERM arriving between ``hold`` and ``release`` takes effect at
+    ``release``, so renames (or removals) in between are not cut short. Python runs
+    signal handlers in the main thread only: elsewhere there is nothing to hold."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, object] = {}
+        self._caught: list[int] = []
+
+    def hold(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in HELD_SIGNALS:
+            if signal.getsignal(signum) is not None:  # None: set outside Python, so it cannot be put back
+                self._previous[signum] = signal.signal(signum, lambda number, frame: self._caught.append(number))
+
+    def release(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+        for signum in dict.fromkeys(self._caught):
+            signal.raise_signal(signum)  # its own handler now: KeyboardInterrupt, Terminated, or the default
+        self._caught.clear()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    held = _HeldSignals()
+    held.hold()
+    try:
+        yield
+    finally:
+        held.release()
+
+
+@contextlib.contextmanager
+def outputs_together() -> Iterator[contextlib.ExitStack]:
+    """An ExitStack for several ``atomic_output``/``atomic_folder`` entries that take
+    their final names as one: a Ctrl-C while the first is renamed waits until the last
+    is, so a run leaves all of them or none."""
+    held = _HeldSignals()
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                yield stack
+            finally:
+                held.hold()  # before the stack unwinds into the renames (or the removals)
+    finally:
+        held.release()
 
 
 @functools.cache
@@ -150,7 +215,7 @@ def _remove_if_empty(folders: list[Path]) -> None:
 
 @contextlib.contextmanager
 def _atomic(final_path: Path, claim: Callable[[Path], None], publish: Callable[[Path, Path], None],
-            discard: Callable[[Path], None]) -> Iterator[Path]:
+            discard: Callable[[Path], None], deliverable: bool) -> Iterator[Path]:
     final_path = Path(final_path)
     created_folders = _missing_folders(final_path.parent)
     temp_path = _temporary_name(final_path, "partial")
@@ -161,10 +226,14 @@ def _atomic(final_path: Path, claim: Callable[[Path], None], publish: Callable[[
         except OSError as exc:
             raise MatteError(f"cannot write {final_path}: {_why_not_writable(final_path, exc)}") from None
         yield temp_path
-        publish(temp_path, final_path)
+        with _signals_held():
+            publish(temp_path, final_path)
+            if deliverable:
+                _published.set()
     except BaseException:
-        discard(temp_path)
-        _remove_if_empty(created_folders)
+        with _signals_held():  # a second Ctrl-C must not cut the cleanup short
+            discard(temp_path)
+            _remove_if_empty(created_folders)
         raise
 
 
@@ -173,14 +242,16 @@ def _claim_file(path: Path) -> None:
         pass
 
 
-def atomic_output(final_path: Path) -> contextlib.AbstractContextManager[Path]:
+def atomic_output(final_path: Path, *, deliverable: bool = False) -> contextlib.AbstractContextManager[Path]:
     """Yield a temporary path beside ``final_path``; rename it into place on success.
 
     On any exception, Ctrl-C included, the temporary file and any folders made for
     it are removed, so a failed run leaves nothing behind. The name is chosen before
     anything is created, so an interrupt at any point is covered by the cleanup.
+    A ``deliverable`` (one of the user's outputs, not a cache or scratch file) once in
+    place makes ``interrupted_line`` say that finished outputs were kept.
     """
-    return _atomic(final_path, _claim_file, os.replace, _remove_file)
+    return _atomic(final_path, _claim_file, os.replace, _remove_file, deliverable)
 
 
 def _remove_file(path: Path) -> None:
@@ -189,13 +260,13 @@ def _remove_file(path: Path) -> None:
         path.unlink()
 
 
-def atomic_folder(final_path: Path) -> contextlib.AbstractContextManager[Path]:
+def atomic_folder(final_path: Path, *, deliverable: bool = False) -> contextlib.AbstractContextManager[Path]:
     """Like ``atomic_output``, for a folder of files: an empty temporary folder beside
     ``final_path`` is yielded, and on success it takes the final name; a folder (or
     file) already there is replaced only then. On any exception the temporary folder
     and its contents are removed."""
     return _atomic(final_path, Path.mkdir, _replace_with_folder,
-                   lambda path: shutil.rmtree(path, ignore_errors=True))
+                   lambda path: shutil.rmtree(path, ignore_errors=True), deliverable)
 
 
 def _replace_with_folder(folder: Path, final_path: Path) -> None:

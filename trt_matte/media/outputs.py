@@ -31,7 +31,7 @@ from typing import Iterable, Iterator, Mapping
 import av
 
 from ..errors import MatteError
-from ..files import atomic_folder, atomic_output, disk_full_error, scratch_path
+from ..files import atomic_folder, atomic_output, disk_full_error, outputs_together, scratch_path
 from .ffmpeg import local_path
 from .probe import STILL_IMAGE_DEMUXER, VideoInfo, decoded_format, open_container
 from .mux import QUICKTIME_SUFFIXES, AudioWindow, write_container
@@ -366,14 +366,14 @@ class Staging:
 def staged_outputs(targets: Mapping[str, Path]) -> Iterator[Staging]:
     """Temporary names beside every target; all take their final names on success, and
     none is left behind on failure (or Ctrl-C)."""
-    with contextlib.ExitStack() as stack:
+    with outputs_together() as stack:
         encoded, partial = {}, {}
         for kind, target in targets.items():
             scratch_suffix = DELIVERABLES[kind].scratch_suffix
             if scratch_suffix is None:
-                encoded[kind] = stack.enter_context(atomic_folder(target))
+                encoded[kind] = stack.enter_context(atomic_folder(target, deliverable=True))
             else:
-                partial[kind] = stack.enter_context(atomic_output(target))
+                partial[kind] = stack.enter_context(atomic_output(target, deliverable=True))
                 encoded[kind] = stack.enter_context(scratch_path(target, scratch_suffix))
         yield Staging(encoded, partial)
 

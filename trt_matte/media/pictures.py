@@ -124,7 +124,7 @@ def write_matte(target: Path, mask: Image.Image, rgb: Image.Image | None) -> Non
     else:
         output = mask
     try:
-        with atomic_output(target) as temp_path:
+        with atomic_output(target, deliverable=True) as temp_path:
             output.save(temp_path, format="PNG")
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
