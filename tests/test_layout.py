@@ -15,7 +15,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "trt_matte"
 PACKAGE = PACKAGE_DIR.name
 ROOMS = ["leaf", "media", "build_engine", "calibration", "engine", "runtime", "api", "batch", "cli"]
-LEAVES = {"errors", "files", "models", "accuracy", "cuda", "fake_cuda", "tensorrt_api", "onnxruntime_sessions",
+LEAVES = {"errors", "interrupts", "files", "models", "accuracy", "cuda", "fake_cuda", "tensorrt_api", "onnxruntime_sessions",
           "version"}
 
 

@@ -2,12 +2,14 @@ import signal
 import sys
 
 from .errors import INTERRUPTED_LINE
+from .interrupts import held_signals
 
 
 def run() -> int:
     """Console entry point: Ctrl-C while the heavy modules load exits as it does later."""
     try:
-        from .cli import main
+        with held_signals():  # native libraries load here (onnx, ONNX Runtime, PyAV)
+            from .cli import main
 
         return main()
     except KeyboardInterrupt:

@@ -46,6 +46,7 @@ from .engine.backend import Backend
 from .engine.onnxruntime_backend import OnnxRuntimeBackend
 from .errors import MatteError
 from .files import CacheInUse, cache_for_cleaning
+from .interrupts import import_held
 from .media.frame_reader import FrameReader
 from .media.outputs import DEFAULT_CRF, DEFAULT_OUTPUTS
 from .media.pictures import model_input, to_rgb
@@ -184,7 +185,8 @@ def check_explicit_openvino(backend: str, device: str) -> None:
 
 def _open_openvino(request: BackendRequest) -> Backend:
     check_explicit_openvino("openvino", request.device)
-    from .engine.openvino_backend import OpenVinoBackend  # imported only where it runs
+    import_held("openvino")  # loaded only where it runs
+    from .engine.openvino_backend import OpenVinoBackend
 
     precision = _resolved_precision(request.precision, tensorrt=False)
     if precision == "fp16":

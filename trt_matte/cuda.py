@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 
 from .errors import MatteError
+from .interrupts import import_held
 
 
 def runtime_api() -> Any:
     try:
-        from cuda.bindings import runtime
+        return import_held("cuda.bindings.runtime")
     except ImportError:
         raise MatteError("the GPU path needs cuda-bindings 13 (cuda-python): pip install 'trt-matte[gpu]'") from None
-    return runtime
 
 
 def check(result: tuple, what: str) -> Any:

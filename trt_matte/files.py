@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import threading
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .errors import INTERRUPTED_LINE, KEPT_LINE, MatteError
+from .interrupts import HeldSignals, held_signals
 
 TEMPORARY_TAGS = ("partial", "scratch", "previous")
 # A temporary file from another boot or namespace is left alone until untouched this long.
@@ -37,8 +37,6 @@ _OWNED = re.compile(r"^\.(?P<stem>.*)\.trtm-(?P<host>[A-Za-z0-9-]+)-(?P<boot>[0-
                     r"\.(?P<tag>" + "|".join(TEMPORARY_TAGS) + r")(?P<suffix>(?:\.[^.]*)?)$")
 
 
-# The signals a run turns into KeyboardInterrupt (SIGTERM: see cli.Terminated).
-HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Whether this process has put any of the user's outputs (masks, mattes, cutouts) in
 # place, not cache files: what an interrupted run says it kept.
 _published = threading.Event()
@@ -49,47 +47,12 @@ def interrupted_line() -> str:
     return KEPT_LINE if _published.is_set() else INTERRUPTED_LINE
 
 
-class _HeldSignals:
-    """Ctrl-C or SIGTERM arriving between ``hold`` and ``release`` takes effect at
-    ``release``, so renames (or removals) in between are not cut short. Python runs
-    signal handlers in the main thread only: elsewhere there is nothing to hold."""
-
-    def __init__(self) -> None:
-        self._previous: dict[int, object] = {}
-        self._caught: list[int] = []
-
-    def hold(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in HELD_SIGNALS:
-            if signal.getsignal(signum) is not None:  # None: set outside Python, so it cannot be put back
-                self._previous[signum] = signal.signal(signum, lambda number, frame: self._caught.append(number))
-
-    def release(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-        for signum in dict.fromkeys(self._caught):
-            signal.raise_signal(signum)  # its own handler now: KeyboardInterrupt, Terminated, or the default
-        self._caught.clear()
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    held = _HeldSignals()
-    held.hold()
-    try:
-        yield
-    finally:
-        held.release()
-
-
 @contextlib.contextmanager
 def outputs_together() -> Iterator[contextlib.ExitStack]:
     """An ExitStack for several ``atomic_output``/``atomic_folder`` entries that take
     their final names as one: a Ctrl-C while the first is renamed waits until the last
     is, so a run leaves all of them or none."""
-    held = _HeldSignals()
+    held = HeldSignals()
     try:
         with contextlib.ExitStack() as stack:
             try:
@@ -226,12 +189,12 @@ def _atomic(final_path: Path, claim: Callable[[Path], None], publish: Callable[[
         except OSError as exc:
             raise MatteError(f"cannot write {final_path}: {_why_not_writable(final_path, exc)}") from None
         yield temp_path
-        with _signals_held():
+        with held_signals():
             publish(temp_path, final_path)
             if deliverable:
                 _published.set()
     except BaseException:
-        with _signals_held():  # a second Ctrl-C must not cut the cleanup short
+        with held_signals():  # a second Ctrl-C must not cut the cleanup short
             discard(temp_path)
             _remove_if_empty(created_folders)
         raise

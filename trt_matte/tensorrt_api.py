@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from .errors import MatteError
 from .files import atomic_write_bytes
+from .interrupts import import_held
 
 TENSORRT_INSTALL_HINT = ("TensorRT is not installed: pip install 'trt-matte[gpu]' "
                          "(its wheels are fetched from NVIDIA's package index, pypi.nvidia.com)")
@@ -27,10 +28,9 @@ class StaleEngine(MatteError):
 
 def import_tensorrt() -> Any:
     try:
-        import tensorrt
+        return import_held("tensorrt")
     except (ImportError, OSError):  # a broken install fails to load its libraries (OSError)
         raise MatteError(TENSORRT_INSTALL_HINT) from None
-    return tensorrt
 
 
 def tensorrt_available() -> bool:

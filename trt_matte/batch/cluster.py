@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MatteError
+from ..interrupts import import_held
 from ..files import DiskFull, disk_full_error, remove_stale_temporaries
 from ..media.mux import check_timing_fits
 from ..media.probe import probe_video
@@ -108,10 +109,9 @@ def _import_ray(address: str | None) -> Any:
         os.environ.setdefault(LOOPBACK_ONLY, "0")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        import ray
+        return import_held("ray")
     except ImportError:
         raise MatteError("--ray needs Ray: pip install 'trt-matte[ray]'") from None
-    return ray
 
 
 def _connect(ray: Any, address: str | None) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import MatteError
+from ..interrupts import import_held
 from ..models import MODEL_SIZE
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ DALI_ERRORS = (RuntimeError, MemoryError, ValueError)
 def dali_available() -> bool:
     """Whether DALI imports here (a broken CUDA install fails with OSError, not ImportError)."""
     try:
-        import nvidia.dali  # noqa: F401
+        import_held("nvidia.dali")
     except (ImportError, OSError):
         return False
     return True
