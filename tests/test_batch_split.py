@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
-from trt_matte.batch.split import MIN_SEGMENT_FRAMES, segment_bounds
+from trt_matte.batch.local import DONE
+from trt_matte.batch.plan import VIDEO, BatchItem
+from trt_matte.batch.split import MIN_SEGMENT_FRAMES, SplitVideo, segment_bounds
 from trt_matte.media.probe import VideoInfo
+from trt_matte.runtime.segments import Segment
 
 
 def clip(frames: int) -> VideoInfo:
@@ -39,3 +43,26 @@ def test_split_without_ray_is_one_line(tmp_path, capsys, tiny_model):
                      "-o", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "trt-matte: error: --split spreads each video over Ray workers: add --ray (or --ray-address)"]
+
+
+def test_a_split_video_counts_its_frames_as_segments_come_in_and_once_only(tmp_path):
+    """The batch's frames/s and segment count move with each segment (the file itself is
+    done only at the join), and the join adds no frames of its own."""
+    info = clip(300)
+    bounds = segment_bounds(info, keyframes_every(25, 300), 4)
+    queued = []
+    video = SplitVideo(BatchItem(tmp_path / "clip.mp4", Path("clip.matte.mp4"), VIDEO), tmp_path / "out", {}, info,
+                       bounds, queued.append)
+    matted = []
+    for job, (first, count) in zip(video.segment_jobs(), bounds):
+        segment = Segment(tmp_path / f"{first}.mkv", info.frame_pts[first:first + count], False)
+        outcomes = job.finish(segment)
+        assert outcomes == []
+        matted.append(job.matted(segment, outcomes))
+        assert video.segments() == (len(matted), len(bounds))
+    assert matted == [count for _, count in bounds] and sum(matted) == 300
+    (join,) = queued
+    (tmp_path / "out" / "clip.matte.mp4").write_bytes(b"joined")
+    ((name, outcome),) = join.finish(300)
+    assert (name, outcome.status, outcome.frames) == ("clip.matte.mp4", DONE, 300)
+    assert join.matted(300, [(name, outcome)]) == 0

@@ -231,8 +231,11 @@ def _drive(ray: Any, make_actor: Callable[[], Any], actors: list, todo: list[Bat
             (finished,), _ = ray.wait(list(running), num_returns=1)
             actor, job = running.pop(finished)
             load[actor] -= 1
+            matted = 0
             try:
-                outcomes = job.finish(_first_result(ray, finished))  # a full disk stops the batch
+                result = _first_result(ray, finished)  # a full disk stops the batch
+                outcomes = job.finish(result)
+                matted = job.matted(result, outcomes)
             except ray.exceptions.RayActorError:
                 outcomes = job.lost(f"its worker process died {RESTARTS + 1} times on it")
                 if actor in load and not load[actor]:
@@ -241,5 +244,13 @@ def _drive(ray: Any, make_actor: Callable[[], Any], actors: list, todo: list[Bat
             report.outcomes.update(outcomes)
             report.save()
             bar.update(len(outcomes))
-            bar.set_postfix_str(throughput.add(outcomes))
+            bar.set_postfix_str(throughput.add(matted) + _segments_note(splits))
+
+
+def _segments_note(splits: list[SplitVideo]) -> str:
+    """How far the split videos are: their bar moves only when a join is done."""
+    if not splits:
+        return ""
+    done, total = (sum(counts) for counts in zip(*(video.segments() for video in splits)))
+    return f", segments {done}/{total}"
 

@@ -119,9 +119,13 @@ class Throughput:
         self._started = time.monotonic()
         self._frames = 0
 
-    def add(self, outcomes: list[tuple[str, Outcome]]) -> str:
-        self._frames += sum(outcome.frames for _, outcome in outcomes)
+    def add(self, frames: int) -> str:
+        self._frames += frames
         return f"{self._frames / max(time.monotonic() - self._started, 1e-9):.1f} frames/s"
+
+
+def frames_in(outcomes: list[tuple[str, Outcome]]) -> int:
+    return sum(outcome.frames for _, outcome in outcomes)
 
 
 def progress_bar(todo: list[BatchItem], progress: bool) -> tqdm:
@@ -140,7 +144,7 @@ def run_batch(items: list[BatchItem], output_dir: Path, matter: Matter, options:
             outcomes = matte_group(group, output_dir, matter, options, bar)
             report.outcomes.update(outcomes)
             report.save()
-            bar.set_postfix_str(throughput.add(outcomes))
+            bar.set_postfix_str(throughput.add(frames_in(outcomes)))
     report.save()
     return report
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ..files import scratch_folder
 from ..media.probe import VideoInfo, keyframe_pts
-from .local import DONE, FAILED, Outcome
+from .local import DONE, FAILED, Outcome, frames_in
 from .plan import BatchItem
 
 SEGMENTS_PER_WORKER = 2
@@ -49,11 +49,13 @@ def plan_segments(source: Path, info: VideoInfo, workers: int) -> list[tuple[int
 class Job:
     """One task for a worker: ``start(actor)`` submits it, ``finish(result)`` turns its
     result into the outcomes to record (and may queue more jobs), ``lost(reason)`` gives
-    the outcomes when its worker died more often than Ray restarts it."""
+    the outcomes when its worker died more often than Ray restarts it, and
+    ``matted(result, outcomes)`` the frames it matted, for the batch's frames/s."""
 
     start: Callable[[Any], Any]
     finish: Callable[[Any], Outcomes]
     lost: Callable[[str], Outcomes]
+    matted: Callable[[Any, Outcomes], int] = lambda result, outcomes: frames_in(outcomes)
 
 
 class SplitVideo:
@@ -74,8 +76,13 @@ class SplitVideo:
         return [Job(lambda actor, index=index, first=first, count=count: actor.matte_segment.remote(
                         self._item.source, self._scratch / f"segment-{index:05d}.mkv", first, count, self._info),
                     lambda result, index=index: self._segment_done(index, result),
-                    lambda reason, index=index: self._segment_done(index, reason))
+                    lambda reason, index=index: self._segment_done(index, reason),
+                    lambda result, outcomes: 0 if isinstance(result, str) else len(result.frame_pts))
                 for index, (first, count) in enumerate(self._bounds)]
+
+    def segments(self) -> tuple[int, int]:
+        """(segments matted or failed, segments in all), for the progress bar."""
+        return len(self._bounds) - self._remaining, len(self._bounds)
 
     def _segment_done(self, index: int, result: Any) -> Outcomes:
         """A segment's result: its ``Segment``, or why it failed (a one-line reason)."""
@@ -90,7 +97,8 @@ class SplitVideo:
             return self._ended(FAILED, self._error)
         self._queue(Job(lambda actor: actor.join.remote(self._item.source, self._target, self._segments,
                                                          self._options, self._info),
-                        self._joined, lambda reason: self._ended(FAILED, reason)))
+                        self._joined, lambda reason: self._ended(FAILED, reason),
+                        lambda result, outcomes: 0))  # its frames were counted as its segments came in
         return []
 
     def _joined(self, result: Any) -> Outcomes:
