@@ -2,17 +2,20 @@
 after, through the handler they had, and nothing is held outside the main thread."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+import types
 
 import pytest
 
-from trt_matte.interrupts import held_signals, import_held
+from trt_matte import interrupts
+from trt_matte.interrupts import held_signals, import_held, uninterrupted
 
 
-class Terminated(Exception):
-    pass
+class Terminated(KeyboardInterrupt):
+    """As cli.Terminated: SIGTERM handled like Ctrl-C."""
 
 
 def _terminate(signum, frame):
@@ -80,3 +83,53 @@ def test_nothing_is_held_outside_the_main_thread(handlers):
     worker.start()
     worker.join(timeout=30)
     assert seen == [signal.default_int_handler]
+
+
+def _signal_once_after_swap(monkeypatch, swapped: int, holding: bool, send: int) -> None:
+    """The signal module as interrupts uses it, with signal ``send`` arriving once, right
+    after ``swapped``'s handler became the holding one (``holding``) or its own again."""
+    sent = []
+    own = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _terminate}
+
+    def swap(signum, handler):
+        previous = signal.signal(signum, handler)
+        if signum == swapped and (handler is not own[signum]) == holding and not sent:
+            sent.append(send)
+            os.kill(os.getpid(), send)
+        return previous
+
+    fake = types.SimpleNamespace(**{name: getattr(signal, name) for name in dir(signal) if not name.startswith("_")})
+    fake.signal = swap
+    monkeypatch.setattr(interrupts, "signal", fake)
+
+
+def _handlers_are_back() -> bool:
+    return signal.getsignal(signal.SIGINT) is signal.default_int_handler and signal.getsignal(
+        signal.SIGTERM) is _terminate
+
+
+def test_a_signal_while_the_handlers_are_swapped_in_leaves_none_swapped(handlers, monkeypatch):
+    _signal_once_after_swap(monkeypatch, signal.SIGINT, True, signal.SIGTERM)  # between the two swaps
+    with pytest.raises(Terminated):
+        with held_signals():
+            pass
+    monkeypatch.undo()
+    assert _handlers_are_back()
+
+
+def test_a_signal_while_the_handlers_are_put_back_still_puts_back_all_of_them(handlers, monkeypatch):
+    _signal_once_after_swap(monkeypatch, signal.SIGINT, False, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with held_signals():
+            pass
+    monkeypatch.undo()
+    assert _handlers_are_back()
+
+
+def test_a_cleanup_a_ctrl_c_cut_short_before_the_hold_runs_again_to_its_end(handlers, monkeypatch):
+    _signal_once_after_swap(monkeypatch, signal.SIGINT, True, signal.SIGTERM)  # before the hold is whole
+    removed = []
+    with pytest.raises(Terminated):
+        uninterrupted(lambda: removed.append("temporary removed"))
+    monkeypatch.undo()
+    assert removed == ["temporary removed"] and _handlers_are_back()

@@ -1,7 +1,7 @@
 import signal
 import sys
 
-from .errors import INTERRUPTED_LINE
+from .files import interrupted_line
 from .interrupts import held_signals
 
 
@@ -13,7 +13,7 @@ def run() -> int:
 
         return main()
     except KeyboardInterrupt:
-        print(INTERRUPTED_LINE, file=sys.stderr)
+        print(interrupted_line(), file=sys.stderr)
         return 128 + signal.SIGINT
 
 

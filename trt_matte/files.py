@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .errors import INTERRUPTED_LINE, KEPT_LINE, MatteError
-from .interrupts import HeldSignals, held_signals
+from .interrupts import HeldSignals, held_signals, uninterrupted
 
 TEMPORARY_TAGS = ("partial", "scratch", "previous")
 # A temporary file from another boot or namespace is left alone until untouched this long.
@@ -45,6 +45,11 @@ _published = threading.Event()
 def interrupted_line() -> str:
     """The one line an interrupted run prints: outputs it finished stay, partial ones never do."""
     return KEPT_LINE if _published.is_set() else INTERRUPTED_LINE
+
+
+def note_kept_output() -> None:
+    """An output of this run was put in place by another process (a Ray worker)."""
+    _published.set()
 
 
 @contextlib.contextmanager
@@ -194,9 +199,7 @@ def _atomic(final_path: Path, claim: Callable[[Path], None], publish: Callable[[
             if deliverable:
                 _published.set()
     except BaseException:
-        with held_signals():  # a second Ctrl-C must not cut the cleanup short
-            discard(temp_path)
-            _remove_if_empty(created_folders)
+        uninterrupted(lambda: (discard(temp_path), _remove_if_empty(created_folders)))  # a second Ctrl-C waits
         raise
 
 
