@@ -76,7 +76,9 @@ def test_a_mixed_batch_on_two_nodes_equals_single_runs(ffmpeg_exe, cluster_addre
                                                        tiny_model, tmp_path):
     out = tmp_path / "out"
     items = plan_batch([shoot], out, recursive=False)
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     report = run_on_ray(items, out, matter_options, OPTIONS, RayOptions(cluster_address, None), progress=False)
+    assert signal.getsignal(signal.SIGTERM) is on_sigterm, "ray.init's SIGTERM handler (sys.exit) was left in place"
     statuses = {name: outcome.status for name, outcome in report.outcomes.items()}
     assert statuses == {"shoot/clip0.matte.mp4": DONE, "shoot/clip1.matte.mp4": DONE, "shoot/clip2.matte.mp4": DONE,
                         "shoot/p.png": DONE, "shoot/broken.matte.mp4": FAILED, "shoot/broken.png": FAILED}

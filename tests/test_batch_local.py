@@ -111,3 +111,58 @@ def test_the_cli_sums_up_and_fails_when_an_input_failed(inputs, tiny_model, tmp_
     good = subprocess.run([*command[:5], "-o", str(tmp_path / "out"), "--model", str(tiny_model),
                            "--backend", "onnxruntime", "-q"], capture_output=True, text=True, timeout=300)
     assert good.returncode == 0 and good.stderr == ""
+
+
+def _stop_after(monkeypatch, method: str, calls: int) -> None:
+    """Matter.<method> as the batch calls it, with a Ctrl-C landing as call ``calls``
+    returns: its outputs have taken their names (a Ctrl-C held through the renames is
+    raised then), but the batch has not recorded them."""
+    real = getattr(Matter, method)
+    made = []
+
+    def then_ctrl_c(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        made.append(result)
+        if len(made) == calls:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(Matter, method, then_ctrl_c)
+
+
+@pytest.mark.parametrize("method", ["video", "image_jobs"])
+def test_outputs_in_place_when_the_batch_stopped_are_recorded_and_the_next_run_skips_them(inputs, matter, tmp_path,
+                                                                                         monkeypatch, method):
+    out = tmp_path / "out"
+    items = plan_batch([inputs / "a.mp4", inputs / "p.png", inputs / "day2" / "q.jpg"], out, recursive=False)
+    stopped_on = [item.name for item in items if (item.kind == "video") == (method == "video")]
+    _stop_after(monkeypatch, method, calls=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(items, out, matter, OPTIONS, progress=False)
+    made = [item.name for item in items if (out / item.name).exists()]  # the images go first
+    assert set(stopped_on) <= set(made)
+    stored = json.loads((out / REPORT_NAME).read_text())["outputs"]
+    assert {name: record["status"] for name, record in stored.items()} == {name: DONE for name in made}
+    assert all(stored[name]["bytes"] == (out / name).stat().st_size for name in made)
+    monkeypatch.undo()
+    again = run_batch(items, out, matter, OPTIONS, progress=False)
+    assert _statuses(again) == {item.name: SKIPPED if item.name in made else DONE for item in items}
+
+
+def test_a_batch_stopped_before_it_remade_an_output_keeps_that_output_s_record(inputs, matter, tmp_path,
+                                                                              monkeypatch):
+    """New options remake every output; stopped after the first, the second is still the
+    old options' output, and the next run remakes it rather than refusing it as not the
+    batch's own."""
+    out = tmp_path / "out"
+    items = plan_batch([inputs / "a.mp4", inputs / "day2" / "b.mkv"], out, recursive=False)
+    run_batch(items, out, matter, OPTIONS, progress=False)
+    changed = {**OPTIONS, "crf": 30}
+    _stop_after(monkeypatch, "video", calls=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(items, out, matter, changed, progress=False)
+    stored = json.loads((out / REPORT_NAME).read_text())["outputs"]
+    assert [stored[item.name]["options"]["crf"] for item in items] == [30, 18]
+    monkeypatch.undo()
+    again = run_batch(items, out, matter, changed, progress=False)
+    assert _statuses(again) == {items[0].name: SKIPPED, items[1].name: DONE}

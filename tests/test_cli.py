@@ -859,6 +859,30 @@ def test_a_ctrl_c_a_library_turned_into_its_own_error_is_still_an_interrupt(monk
     assert capsys.readouterr().err == INTERRUPTED + "\n"
 
 
+def test_a_sigterm_that_ray_turned_into_a_plain_keyboardinterrupt_still_exits_143(monkeypatch, capsys, assets,
+                                                                                  tiny_model):
+    """ray.get and ray.wait raise their own KeyboardInterrupt in place of the exception
+    the SIGTERM handler raised."""
+    from trt_matte import cli, files
+    from trt_matte.api import Matter
+
+    def waiting_in_ray(self, *args, **kwargs):
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except cli.Terminated:
+            raise KeyboardInterrupt from None
+
+    monkeypatch.setattr(Matter, "video", waiting_in_ray)
+    monkeypatch.setattr(files, "_published", threading.Event())
+    assert cli.main(["video", str(assets["mp4"]), "-q", "--model", str(tiny_model)]) == 143
+    assert capsys.readouterr().err == INTERRUPTED + "\n"
+    def ctrl_c(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Matter, "video", ctrl_c)
+    assert cli.main(["video", str(assets["mp4"]), "-q", "--model", str(tiny_model)]) == 130  # a new run, a new start
+
+
 def test_the_console_entry_point_returns_the_exit_status(monkeypatch, tmp_path, capsys):
     from trt_matte import __main__, cli
 

@@ -437,7 +437,13 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler or `kill`): cleaned up exactly like Ctrl-C."""
 
 
+# Set by SIGTERM: Ray's ray.get and ray.wait turn any exception a signal handler raised
+# into a plain KeyboardInterrupt, and the exit status must still say TERM.
+_terminated = threading.Event()
+
+
 def _terminate(signum: int, frame: object) -> None:
+    _terminated.set()
     raise Terminated
 
 
@@ -446,6 +452,7 @@ def _terminate_like_ctrl_c() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may install signal handlers
         return
+    _terminated.clear()
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         yield
@@ -480,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupted(interrupt: KeyboardInterrupt) -> int:
     print(interrupted_line(), file=sys.stderr)
-    return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
+    return EXIT_TERMINATED if isinstance(interrupt, Terminated) or _terminated.is_set() else EXIT_INTERRUPTED
 
 
 def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:

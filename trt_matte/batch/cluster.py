@@ -18,17 +18,20 @@ from __future__ import annotations
 import collections
 import errno
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MatteError
 from ..interrupts import import_held
-from ..files import DiskFull, disk_full_error, remove_stale_temporaries
+from ..files import DiskFull, disk_full_error, note_kept_output, remove_stale_temporaries
 from ..media.mux import check_timing_fits
 from ..media.probe import probe_video
-from .local import FAILED, BatchReport, Outcome, Throughput, matte_group, prepare, progress_bar, task_groups
+from .local import (DONE, FAILED, BatchReport, Outcome, Throughput, keep_what_finished, matte_group,
+                    output_versions, prepare, progress_bar, task_groups)
 from .plan import VIDEO, BatchItem
 from .split import Job, Outcomes, SplitVideo, plan_segments
 
@@ -115,6 +118,9 @@ def _import_ray(address: str | None) -> Any:
 
 
 def _connect(ray: Any, address: str | None) -> None:
+    """``ray.init``, with the SIGTERM handler the CLI had (Ray's own exits at once, with
+    no line and status 15, where the CLI cleans up as for Ctrl-C)."""
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         if address:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
@@ -124,6 +130,9 @@ def _connect(ray: Any, address: str | None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray instance"
         raise MatteError(f"cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
+    finally:
+        if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _worker_count(ray: Any, settings: RayOptions) -> tuple[int, dict[str, float]]:
@@ -147,21 +156,26 @@ def run_on_ray(items: list[BatchItem], output_dir: Path, matter_options: dict[st
     if not todo:
         report.save()
         return report
+    before = output_versions(todo, output_dir)
     _connect(ray, address)
     splits: list[SplitVideo] = []
     try:
-        count, resources = _worker_count(ray, settings)
-        worker = _worker_class(ray).options(**resources)
-        actors = [worker.remote(matter_options) for _ in range(count)]
-        announce(f"{count} Ray worker(s); the first: {_first_result(ray, actors[0].describe.remote())}")
-        if split:  # scratch folders a killed split run left on this host
-            remove_stale_temporaries({(output_dir / item.target).parent for item in todo}, announce)
-        _drive(ray, lambda: worker.remote(matter_options), actors, todo, output_dir, options, report, progress,
-               count if split else 0, splits)
-    finally:
-        ray.shutdown()  # no task runs after this: the scratch folders can go
-        for video in splits:
-            video.abandon()
+        try:
+            count, resources = _worker_count(ray, settings)
+            worker = _worker_class(ray).options(**resources)
+            actors = [worker.remote(matter_options) for _ in range(count)]
+            announce(f"{count} Ray worker(s); the first: {_first_result(ray, actors[0].describe.remote())}")
+            if split:  # scratch folders a killed split run left on this host
+                remove_stale_temporaries({(output_dir / item.target).parent for item in todo}, announce)
+            _drive(ray, lambda: worker.remote(matter_options), actors, todo, output_dir, options, report, progress,
+                   count if split else 0, splits)
+        finally:
+            ray.shutdown()  # no task runs after this: the scratch folders can go
+            for video in splits:
+                video.abandon()
+    except BaseException:
+        keep_what_finished(report, todo, output_dir, options, before)
+        raise
     report.save()
     return report
 
@@ -243,6 +257,8 @@ def _drive(ray: Any, make_actor: Callable[[], Any], actors: list, todo: list[Bat
                     load[make_actor()] = 0
             report.outcomes.update(outcomes)
             report.save()
+            if any(outcome.status == DONE for _, outcome in outcomes):
+                note_kept_output()  # a worker put it in place: an interrupt now says it stays
             bar.update(len(outcomes))
             bar.set_postfix_str(throughput.add(matted) + _segments_note(splits))
 

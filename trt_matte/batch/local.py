@@ -10,6 +10,7 @@ record is not replaced either (it may be the user's own file) but fails, naming
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from ..api import Matter
 from ..errors import MatteError
-from ..files import DiskFull, atomic_write_bytes
+from ..files import DiskFull, atomic_write_bytes, note_kept_output
 from ..runtime.image_jobs import ImageJob
 from .plan import IMAGE, BatchItem
 
@@ -48,6 +49,9 @@ class Outcome:
 class BatchReport:
     path: Path
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # output below the folder -> outcome
+    # A previous batch's records of the outputs this one makes again: saved until replaced,
+    # so a batch stopped before it got to them still knows them for what they are.
+    earlier: dict[str, Outcome] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(outcome.status == status for outcome in self.outcomes.values())
@@ -57,7 +61,8 @@ class BatchReport:
 
     def save(self) -> None:
         document = {"version": REPORT_VERSION,
-                    "outputs": {name: asdict(outcome) for name, outcome in sorted(self.outcomes.items())}}
+                    "outputs": {name: asdict(outcome)
+                                for name, outcome in sorted({**self.earlier, **self.outcomes}.items())}}
         atomic_write_bytes(self.path, (json.dumps(document, indent=2) + "\n").encode())
 
 
@@ -85,12 +90,46 @@ def prepare(items: list[BatchItem], output_dir: Path, options: dict[str, Any],
         reason = _not_to_redo(item, output_dir, previous.outcomes.get(item.name), options, overwrite)
         if reason is None:
             todo.append(item)
+            if item.name in previous.outcomes:
+                report.earlier[item.name] = previous.outcomes[item.name]
         elif reason:
             report.outcomes[item.name] = Outcome(str(item.source), item.kind, FAILED, options, reason)
         else:
             report.outcomes[item.name] = previous.outcomes[item.name]
             report.outcomes[item.name].status = SKIPPED
     return report, todo
+
+
+def output_versions(todo: list[BatchItem], output_dir: Path) -> dict[str, tuple[int, int] | None]:
+    """Each output's (inode, modification time) before the batch runs, None where absent:
+    an output renamed into place since differs."""
+    versions: dict[str, tuple[int, int] | None] = {}
+    for item in todo:
+        try:
+            status = (output_dir / item.target).stat()
+        except OSError:
+            versions[item.name] = None
+            continue
+        versions[item.name] = (status.st_ino, status.st_mtime_ns)
+    return versions
+
+
+def keep_what_finished(report: BatchReport, todo: list[BatchItem], output_dir: Path, options: dict[str, Any],
+                       before: dict[str, tuple[int, int] | None]) -> None:
+    """The batch is stopping early (Ctrl-C, a full disk): outputs that took their names
+    but whose outcome was not yet recorded (the rest of an image group; a Ctrl-C held
+    through a video's renames; on Ray, a task done but not yet collected) are recorded
+    as done, so the next run skips them instead of refusing them as not the batch's own.
+    The report is saved if it can be: the run is failing already."""
+    unrecorded = [item for item in todo if item.name not in report.outcomes]
+    now = output_versions(unrecorded, output_dir)
+    for item in unrecorded:
+        if now[item.name] is not None and now[item.name] != before[item.name]:
+            size = (output_dir / item.target).stat().st_size
+            report.outcomes[item.name] = Outcome(str(item.source), item.kind, DONE, options, bytes=size)
+            note_kept_output()
+    with contextlib.suppress(OSError):
+        report.save()
 
 
 def task_groups(todo: list[BatchItem], images_per_group: int) -> list[list[BatchItem]]:
@@ -138,13 +177,18 @@ def run_batch(items: list[BatchItem], output_dir: Path, matter: Matter, options:
     outputs: model, precision...) are recorded per output and decide what is resumed.
     ``matter`` must show no progress bars of its own: the batch has one."""
     report, todo = prepare(items, output_dir, options, overwrite)
+    before = output_versions(todo, output_dir)
     throughput = Throughput()
-    with progress_bar(todo, progress) as bar:
-        for group in task_groups(todo, images_per_group=len(todo)):
-            outcomes = matte_group(group, output_dir, matter, options, bar)
-            report.outcomes.update(outcomes)
-            report.save()
-            bar.set_postfix_str(throughput.add(frames_in(outcomes)))
+    try:
+        with progress_bar(todo, progress) as bar:
+            for group in task_groups(todo, images_per_group=len(todo)):
+                outcomes = matte_group(group, output_dir, matter, options, bar)
+                report.outcomes.update(outcomes)
+                report.save()
+                bar.set_postfix_str(throughput.add(frames_in(outcomes)))
+    except BaseException:
+        keep_what_finished(report, todo, output_dir, options, before)
+        raise
     report.save()
     return report
 
