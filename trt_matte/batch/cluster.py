@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MatteError
-from ..interrupts import import_held
 from ..files import DiskFull, disk_full_error, note_kept_output, remove_stale_temporaries
+from ..interrupts import import_held
 from ..media.mux import check_timing_fits
 from ..media.probe import probe_video
 from .local import (DONE, FAILED, BatchReport, Outcome, Throughput, keep_what_finished, matte_group,
