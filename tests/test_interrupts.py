@@ -108,18 +108,14 @@ def _handlers_are_back() -> bool:
         signal.SIGTERM) is _terminate
 
 
-def test_a_signal_while_the_handlers_are_swapped_in_leaves_none_swapped(handlers, monkeypatch):
-    _signal_once_after_swap(monkeypatch, signal.SIGINT, True, signal.SIGTERM)  # between the two swaps
-    with pytest.raises(Terminated):
-        with held_signals():
-            pass
-    monkeypatch.undo()
-    assert _handlers_are_back()
-
-
-def test_a_signal_while_the_handlers_are_put_back_still_puts_back_all_of_them(handlers, monkeypatch):
-    _signal_once_after_swap(monkeypatch, signal.SIGINT, False, signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
+@pytest.mark.parametrize("holding, send, raised", [
+    (True, signal.SIGTERM, Terminated),  # between the two swaps that hold
+    (False, signal.SIGINT, KeyboardInterrupt),  # between the two that put the handlers back
+], ids=["while-holding", "while-releasing"])
+def test_a_signal_while_the_handlers_are_swapped_leaves_every_handler_its_own(handlers, monkeypatch, holding, send,
+                                                                              raised):
+    _signal_once_after_swap(monkeypatch, signal.SIGINT, holding, send)
+    with pytest.raises(raised):
         with held_signals():
             pass
     monkeypatch.undo()

@@ -16,7 +16,6 @@ output folder must be on a filesystem every node sees, by the same paths.
 from __future__ import annotations
 
 import collections
-import errno
 import os
 import signal
 import sys
@@ -26,12 +25,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MatteError
-from ..files import DiskFull, disk_full_error, note_kept_output, remove_stale_temporaries
+from ..files import note_kept_output, remove_stale_temporaries
 from ..interrupts import import_held
 from ..media.mux import check_timing_fits
 from ..media.probe import probe_video
 from .local import (DONE, FAILED, BatchReport, Outcome, Throughput, keep_what_finished, matte_group,
-                    output_versions, prepare, progress_bar, task_groups)
+                    output_versions, prepare, progress_bar, result_or_reason, task_groups)
 from .plan import VIDEO, BatchItem
 from .split import Job, Outcomes, SplitVideo, plan_segments
 
@@ -77,30 +76,15 @@ def _worker_class(ray: Any) -> Any:
 
         def matte_segment(self, source: Path, target: Path, first: int, count: int, info: Any) -> Any:
             """A split video's segment (``runtime.segments.Segment``), or why it failed."""
-            return _or_reason(lambda: self._matter.segment(source, target, first, count, info), target.parent)
+            return result_or_reason(lambda: self._matter.segment(source, target, first, count, info), target.parent)
 
         def join(self, source: Path, target: Path, segments: list, options: dict[str, Any], info: Any) -> Any:
             """A split video's output from its segments: the frames written, or why it failed."""
-            return _or_reason(lambda: self._matter.join(source, target, segments, crf=options["crf"],
+            return result_or_reason(lambda: self._matter.join(source, target, segments, crf=options["crf"],
                                                         audio=options["audio"], smooth=options["smooth"],
                                                         info=info).frame_count, target.parent)
 
     return MatteWorker
-
-
-def _or_reason(work: Callable[[], Any], folder: Path) -> Any:
-    """``work()``'s result, or its one-line reason when it fails; a full disk (writing to
-    ``folder``) is raised, since every output after it would fail the same way."""
-    try:
-        return work()
-    except DiskFull:
-        raise
-    except MatteError as exc:
-        return str(exc)
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:  # PyAV's and the file system's own
-            raise disk_full_error([], folder=folder) from None
-        return f"{exc.filename or 'the output folder'}: {exc.strerror or exc}"
 
 
 def _import_ray(address: str | None) -> Any:

@@ -11,18 +11,19 @@ record is not replaced either (it may be the user's own file) but fails, naming
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tqdm import tqdm
 
 from ..api import Matter
 from ..errors import MatteError
-from ..files import DiskFull, atomic_write_bytes, note_kept_output
+from ..files import DiskFull, atomic_write_bytes, disk_full_error, note_kept_output
 from ..runtime.image_jobs import ImageJob
 from .plan import IMAGE, BatchItem
 
@@ -219,18 +220,32 @@ def _run_images(items: list[BatchItem], output_dir: Path, matter: Matter, option
             for item, job in zip(items, jobs)]
 
 
+def result_or_reason(work: Callable[[], Any], folder: Path) -> Any:
+    """``work()``'s result, or its one-line reason when it fails; a full disk (writing to
+    ``folder``) is raised, since every output after it would fail the same way."""
+    try:
+        return work()
+    except DiskFull:
+        raise
+    except MatteError as exc:
+        return str(exc)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # PyAV's and the file system's own
+            raise disk_full_error([], folder=folder) from None
+        return f"{exc.filename or folder}: {exc.strerror or exc}"
+
+
 def _run_video(item: BatchItem, output_dir: Path, matter: Matter, options: dict[str, Any]) -> Outcome:
     target = output_dir / item.target
     started = time.monotonic()
-    try:
+
+    def make() -> Any:
         target.parent.mkdir(parents=True, exist_ok=True)
-        result = matter.video(item.source, target, overwrite=True, crf=options["crf"], audio=options["audio"],
-                              smooth=options["smooth"])
-    except DiskFull:
-        raise  # every output after this one would fail the same way
-    except MatteError as exc:
-        return Outcome(str(item.source), item.kind, FAILED, options, str(exc))
-    except OSError as exc:
-        return Outcome(str(item.source), item.kind, FAILED, options, f"{target.parent}: {exc.strerror or exc}")
+        return matter.video(item.source, target, overwrite=True, crf=options["crf"], audio=options["audio"],
+                            smooth=options["smooth"])
+
+    result = result_or_reason(make, target.parent)
+    if isinstance(result, str):
+        return Outcome(str(item.source), item.kind, FAILED, options, result)
     return Outcome(str(item.source), item.kind, DONE, options, frames=result.frames,
                    seconds=round(time.monotonic() - started, 2), bytes=target.stat().st_size)
